@@ -1,0 +1,119 @@
+//! The broker: a tokio shell around the partition logs that speaks the Kafka wire protocol.
+//!
+//! `Broker` owns the topic registry and the flusher; `server::serve` accepts connections and
+//! answers requests in order, with `kafka-protocol` as the codec. Wire types stay in this crate:
+//! the `log` and `records` crates know nothing about sockets or Kafka messages.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = broker::BrokerConfig::for_data_dir("/tmp/lakestream-data".into());
+//! let broker = broker::Broker::open(config)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9092").await?;
+//! broker::server::serve(broker, listener).await;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod flusher;
+mod handlers;
+pub mod limits;
+pub mod partition;
+pub mod producer_state;
+pub mod producer_ids;
+pub mod server;
+pub mod topic_config;
+pub mod topics;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::KafkaError;
+use flusher::Flusher;
+use producer_ids::ProducerIds;
+use topics::Topics;
+
+/// What a broker needs to know about itself.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Host and port clients are told to connect to (Metadata, DescribeCluster).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Kafka's `auto.create.topics.enable` (off by default here).
+    pub auto_create_topics: bool,
+    /// Kafka's `num.partitions`: partitions of an auto-created topic or one created with -1.
+    pub num_partitions: i32,
+}
+
+impl BrokerConfig {
+    pub fn for_data_dir(data_dir: PathBuf) -> BrokerConfig {
+        BrokerConfig {
+            data_dir,
+            node_id: 0,
+            cluster_id: "lakestream".into(),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: false,
+            num_partitions: 1,
+        }
+    }
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub topics: Topics,
+    pub flusher: Arc<Flusher>,
+    pub producer_ids: ProducerIds,
+    flusher_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Broker {
+    /// Opens (recovering) every topic in the data directory and starts the flusher.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, KafkaError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(KafkaError::storage)?;
+        let flusher = Flusher::new();
+        let topics = Topics::open(&config.data_dir, flusher.clone())?;
+        let producer_ids = ProducerIds::open(&config.data_dir).map_err(KafkaError::storage)?;
+        let flusher_thread = flusher.start();
+        Ok(Arc::new(Broker {
+            config,
+            topics,
+            flusher,
+            producer_ids,
+            flusher_thread: parking_lot::Mutex::new(Some(flusher_thread)),
+        }))
+    }
+
+    /// Flushes what is pending and stops the flusher (a clean shutdown).
+    pub fn shutdown(&self) {
+        self.flusher.stop();
+        if let Some(thread) = self.flusher_thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Deletes segments past `retention.ms` / `retention.bytes` in every partition.
+    pub fn apply_retention(&self) {
+        for topic in self.topics.all() {
+            for partition in topic.partitions() {
+                match partition.apply_retention() {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(
+                        topic = %topic.name,
+                        partition = partition.index,
+                        deleted,
+                        "retention deleted segments"
+                    ),
+                    Err(error) => tracing::warn!(
+                        topic = %topic.name,
+                        partition = partition.index,
+                        %error,
+                        "retention failed"
+                    ),
+                }
+            }
+        }
+    }
+}

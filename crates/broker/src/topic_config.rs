@@ -1,0 +1,261 @@
+//! Topic configs under Kafka's own names, with their defaults and validation.
+
+use std::collections::BTreeMap;
+
+use crate::error::KafkaError;
+
+/// How a config value is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// A signed 64-bit number at least `min`.
+    Long { min: i64 },
+    /// A signed 32-bit number at least `min`.
+    Int { min: i64 },
+    /// One of a fixed set of words.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list, each element one of a fixed set of words.
+    ListOf(&'static [&'static str]),
+}
+
+impl ConfigKind {
+    /// Kafka's DescribeConfigs `config_type` (1 BOOLEAN, 2 STRING, 3 INT, 4 SHORT, 5 LONG, 7 LIST).
+    pub fn wire_type(self) -> i8 {
+        match self {
+            ConfigKind::Long { .. } => 5,
+            ConfigKind::Int { .. } => 3,
+            ConfigKind::OneOf(_) => 2,
+            ConfigKind::ListOf(_) => 7,
+        }
+    }
+}
+
+/// One topic config this broker understands.
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: ConfigKind,
+    pub doc: &'static str,
+}
+
+/// Every topic config the broker knows; any other name is refused with INVALID_CONFIG.
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    ConfigDef {
+        name: "cleanup.policy",
+        default: "delete",
+        kind: ConfigKind::ListOf(&["delete", "compact"]),
+        doc: "delete removes whole old segments by retention; compact is accepted and stored, compaction itself is not implemented yet",
+    },
+    ConfigDef {
+        name: "compression.type",
+        default: "producer",
+        kind: ConfigKind::OneOf(&["producer"]),
+        doc: "batches are stored as the producer compressed them; the broker never recompresses",
+    },
+    ConfigDef {
+        name: "index.interval.bytes",
+        default: "4096",
+        kind: ConfigKind::Int { min: 0 },
+        doc: "bytes between entries of the sparse offset and time indexes",
+    },
+    ConfigDef {
+        name: "max.message.bytes",
+        default: "1048588",
+        kind: ConfigKind::Int { min: 0 },
+        doc: "largest record batch accepted, in bytes",
+    },
+    ConfigDef {
+        name: "message.timestamp.type",
+        default: "CreateTime",
+        kind: ConfigKind::OneOf(&["CreateTime", "LogAppendTime"]),
+        doc: "whether records keep the producer's timestamp or get the broker's append time",
+    },
+    ConfigDef {
+        name: "min.insync.replicas",
+        default: "1",
+        kind: ConfigKind::Int { min: 1 },
+        doc: "replicas that must hold a write for acks=all; one replica exists until replication does",
+    },
+    ConfigDef {
+        name: "retention.bytes",
+        default: "-1",
+        kind: ConfigKind::Long { min: -1 },
+        doc: "largest size a partition keeps before deleting its oldest segments; -1 keeps everything",
+    },
+    ConfigDef {
+        name: "retention.ms",
+        default: "-1",
+        kind: ConfigKind::Long { min: -1 },
+        doc: "how long records are kept; -1 keeps them forever",
+    },
+    ConfigDef {
+        name: "segment.bytes",
+        default: "1073741824",
+        kind: ConfigKind::Int { min: 1024 },
+        doc: "size at which the active segment is rolled",
+    },
+    ConfigDef {
+        name: "segment.ms",
+        default: "604800000",
+        kind: ConfigKind::Long { min: 1 },
+        doc: "age at which the active segment is rolled",
+    },
+];
+
+pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|def| def.name == name)
+}
+
+/// Checks one value against its definition, answering INVALID_CONFIG with what to fix.
+pub fn validate(name: &str, value: &str) -> Result<(), KafkaError> {
+    let Some(def) = config_def(name) else {
+        let known: Vec<&str> = TOPIC_CONFIGS.iter().map(|def| def.name).collect();
+        return Err(KafkaError::invalid_config(format!(
+            "unknown topic config {name:?}; known configs: {}",
+            known.join(", ")
+        )));
+    };
+    let number = |min: i64, max: i64| -> Result<(), KafkaError> {
+        match value.trim().parse::<i64>() {
+            Ok(n) if n >= min && n <= max => Ok(()),
+            _ => Err(KafkaError::invalid_config(format!(
+                "invalid value {value:?} for {name}: expected a whole number between {min} and {max}"
+            ))),
+        }
+    };
+    match def.kind {
+        ConfigKind::Long { min } => number(min, i64::MAX),
+        ConfigKind::Int { min } => number(min, i32::MAX as i64),
+        ConfigKind::OneOf(words) => {
+            if words.contains(&value) {
+                Ok(())
+            } else {
+                Err(KafkaError::invalid_config(format!(
+                    "invalid value {value:?} for {name}: expected one of {}",
+                    words.join(", ")
+                )))
+            }
+        }
+        ConfigKind::ListOf(words) => {
+            if value.split(',').map(str::trim).all(|item| words.contains(&item)) {
+                Ok(())
+            } else {
+                Err(KafkaError::invalid_config(format!(
+                    "invalid value {value:?} for {name}: expected a comma-separated list of {}",
+                    words.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+/// A topic's overrides of the defaults. Only validated values get in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopicConfig {
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl TopicConfig {
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<TopicConfig, KafkaError> {
+        let mut config = TopicConfig::default();
+        for (name, value) in pairs {
+            config.set(name, value)?;
+        }
+        Ok(config)
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), KafkaError> {
+        validate(name, value)?;
+        self.overrides.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Back to the default; deleting an unknown name is refused like setting it.
+    pub fn delete(&mut self, name: &str) -> Result<(), KafkaError> {
+        if config_def(name).is_none() {
+            return validate(name, "");
+        }
+        self.overrides.remove(name);
+        Ok(())
+    }
+
+    /// The value in force and whether it is the default.
+    pub fn get(&self, name: &str) -> Option<(&str, bool)> {
+        match self.overrides.get(name) {
+            Some(value) => Some((value.as_str(), false)),
+            None => config_def(name).map(|def| (def.default, true)),
+        }
+    }
+
+    fn number(&self, name: &str) -> i64 {
+        self.get(name).and_then(|(value, _)| value.trim().parse().ok()).unwrap_or_else(|| {
+            config_def(name)
+                .and_then(|def| def.default.parse().ok())
+                .expect("every numeric config has a numeric default")
+        })
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.number("max.message.bytes") as usize
+    }
+
+    pub fn log_append_time(&self) -> bool {
+        self.get("message.timestamp.type").map(|(value, _)| value) == Some("LogAppendTime")
+    }
+
+    pub fn min_insync_replicas(&self) -> i64 {
+        self.number("min.insync.replicas")
+    }
+
+    pub fn log_config(&self) -> log::LogConfig {
+        log::LogConfig {
+            segment_bytes: self.number("segment.bytes") as u64,
+            segment_ms: self.number("segment.ms"),
+            retention_ms: self.number("retention.ms"),
+            retention_bytes: self.number("retention.bytes"),
+            index_interval_bytes: self.number("index.interval.bytes") as u32,
+            max_message_bytes: self.number("max.message.bytes") as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, value: &str, ok: bool) {
+        assert_eq!(validate(name, value).is_ok(), ok, "{name}={value}");
+    }
+
+    #[test]
+    fn validation() {
+        check("retention.ms", "-1", true);
+        check("retention.ms", "86400000", true);
+        check("retention.ms", "-2", false);
+        check("retention.ms", "soon", false);
+        check("segment.bytes", "1048576", true);
+        check("segment.bytes", "10", false);
+        check("segment.bytes", "4294967296", false);
+        check("cleanup.policy", "delete", true);
+        check("cleanup.policy", "compact,delete", true);
+        check("cleanup.policy", "shred", false);
+        check("message.timestamp.type", "LogAppendTime", true);
+        check("message.timestamp.type", "Now", false);
+        check("compression.type", "gzip", false);
+        check("no.such.config", "1", false);
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let mut config = TopicConfig::default();
+        assert_eq!(config.get("retention.ms"), Some(("-1", true)));
+        config.set("retention.ms", "1000").unwrap();
+        assert_eq!(config.get("retention.ms"), Some(("1000", false)));
+        assert_eq!(config.log_config().retention_ms, 1000);
+        config.delete("retention.ms").unwrap();
+        assert_eq!(config.get("retention.ms"), Some(("-1", true)));
+        assert!(config.delete("bogus").is_err());
+        assert_eq!(config.max_message_bytes(), 1_048_588);
+    }
+}

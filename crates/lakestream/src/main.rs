@@ -1,0 +1,183 @@
+//! The `lakestream` binary: one process that serves everything, plus commands for people.
+
+mod consume;
+mod limits;
+mod produce;
+mod serve;
+mod shared;
+mod topics;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "lakestream",
+    version,
+    about = "A streaming data lake that speaks Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (Kafka wire protocol) with its storage.
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topics(topics::TopicsArgs),
+    /// Write records to a topic, from flags or one per stdin line.
+    Produce(produce::ProduceArgs),
+    /// Print the records of a topic, one line each.
+    Consume(consume::ConsumeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Topics(args) => report(topics::run(args)),
+        Command::Produce(args) => report(produce::run(args)),
+        Command::Consume(args) => report(consume::run(args)),
+    }
+}
+
+/// Prints a people-facing command's error as `lakestream: what went wrong` (then any hint
+/// lines) and exits with status 1.
+fn report(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(error) = result {
+        eprintln!("lakestream: {error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("lakestream").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn topics_commands() {
+        let Ok(Command::Topics(args)) = parse(&[
+            "topics",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=1000",
+            "--config",
+            "cleanup.policy=compact",
+            "--bootstrap",
+            "127.0.0.1:1234",
+        ]) else {
+            panic!("topics create did not parse");
+        };
+        assert_eq!(args.bootstrap.bootstrap, "127.0.0.1:1234");
+        assert_eq!(
+            args.command,
+            topics::TopicsCommand::Create {
+                topic: "orders".into(),
+                partitions: 3,
+                replication_factor: 1,
+                configs: vec![
+                    ("retention.ms".into(), "1000".into()),
+                    ("cleanup.policy".into(), "compact".into())
+                ],
+            }
+        );
+        let Ok(Command::Topics(args)) = parse(&["topics", "--bootstrap", "h:1", "list"]) else {
+            panic!("topics list did not parse");
+        };
+        assert_eq!(args.bootstrap.bootstrap, "h:1");
+        let Ok(Command::Topics(args)) =
+            parse(&["topics", "alter", "t", "--delete-config", "retention.ms"])
+        else {
+            panic!("topics alter did not parse");
+        };
+        assert!(matches!(
+            args.command,
+            topics::TopicsCommand::Alter { ref delete_configs, .. } if delete_configs == &["retention.ms"]
+        ));
+        let Ok(Command::Topics(args)) = parse(&["topics", "add-partitions", "t", "--total", "6"])
+        else {
+            panic!("topics add-partitions did not parse");
+        };
+        assert_eq!(
+            args.command,
+            topics::TopicsCommand::AddPartitions {
+                topic: "t".into(),
+                total: 6
+            }
+        );
+
+        for bad in [
+            &["topics", "alter", "t"][..],
+            &["topics", "create", "t", "--partitions", "0"],
+            &["topics", "create", "t", "--config", "novalue"],
+            &["topics", "add-partitions", "t"],
+            &["topics", "describe"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn produce_and_consume_flags() {
+        let Ok(Command::Produce(args)) = parse(&[
+            "produce",
+            "t",
+            "--key-separator",
+            "\t",
+            "--acks",
+            "1",
+            "--compression",
+            "zstd",
+            "-H",
+            "a=b",
+            "--partition",
+            "2",
+        ]) else {
+            panic!("produce did not parse");
+        };
+        assert_eq!(args.key_separator.as_deref(), Some("\t"));
+        assert_eq!(args.acks, client::Acks::Leader);
+        assert_eq!(args.compression, produce::CompressionArg::Zstd);
+        assert_eq!(args.headers, [("a".to_owned(), "b".to_owned())]);
+        assert_eq!(args.partition, Some(2));
+        assert!(parse(&["produce", "t", "--compression", "brotli"]).is_err());
+        assert!(parse(&["produce", "t", "--acks", "2"]).is_err());
+
+        let Ok(Command::Consume(args)) = parse(&["consume", "t"]) else {
+            panic!("consume did not parse");
+        };
+        assert_eq!(args.from, consume::Start::Earliest);
+        assert_eq!(
+            args.format,
+            consume::Format::parse(consume::DEFAULT_FORMAT).unwrap()
+        );
+        assert!(!args.exit);
+        let Ok(Command::Consume(args)) = parse(&[
+            "consume", "t", "--from", "@1000", "--count", "5", "--exit", "-p", "1",
+        ]) else {
+            panic!("consume with flags did not parse");
+        };
+        assert_eq!(args.from, consume::Start::Timestamp(1000));
+        assert_eq!(
+            (args.count, args.exit, args.partition),
+            (Some(5), true, Some(1))
+        );
+        assert!(parse(&["consume", "t", "--format", "%z"]).is_err());
+    }
+}

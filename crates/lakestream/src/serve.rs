@@ -1,0 +1,286 @@
+//! `lakestream serve`: the broker with its storage, configured by flags, environment and a TOML
+//! file (in that order of precedence), with defaults that need none of them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case names, e.g. `data_dir = "..."`).
+    #[arg(long, env = "LAKESTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where topics live [default: ./lakestream-data].
+    #[arg(long, env = "LAKESTREAM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener [default: 127.0.0.1:9092].
+    #[arg(long, env = "LAKESTREAM_KAFKA_ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
+    /// Address clients are told to connect to [default: the Kafka listener's].
+    #[arg(long, env = "LAKESTREAM_ADVERTISED_ADDR")]
+    pub advertised_addr: Option<String>,
+    /// PostgreSQL wire listener, for SQL (reserved: not served yet) [default: 127.0.0.1:5433].
+    #[arg(long, env = "LAKESTREAM_PG_ADDR")]
+    pub pg_addr: Option<SocketAddr>,
+    /// HTTP listener for admin, metrics and SQL (reserved: not served yet) [default: 127.0.0.1:8080].
+    #[arg(long, env = "LAKESTREAM_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Create topics on first use in Metadata (Kafka's auto.create.topics.enable).
+    #[arg(long, env = "LAKESTREAM_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics (Kafka's num.partitions) [default: 1].
+    #[arg(long, env = "LAKESTREAM_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// How often retention.ms / retention.bytes are enforced [default: 300000].
+    #[arg(long, env = "LAKESTREAM_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+}
+
+/// The file form of the same settings.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<SocketAddr>,
+    advertised_addr: Option<String>,
+    pg_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    auto_create_topics: Option<bool>,
+    num_partitions: Option<i32>,
+    retention_check_interval_ms: Option<u64>,
+}
+
+/// Settings after flags, environment, file and defaults are merged.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub kafka_addr: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub pg_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub retention_check_interval_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| {
+                    format!("config file {} is invalid (settings are snake_case, e.g. data_dir, kafka_addr)", path.display())
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let kafka_addr = self
+            .kafka_addr
+            .or(file.kafka_addr)
+            .unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid default"));
+        let advertised = self.advertised_addr.or(file.advertised_addr);
+        let (advertised_host, advertised_port) = match advertised {
+            Some(address) => {
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .with_context(|| format!("advertised address {address:?} must be HOST:PORT"))?;
+                let port = port.parse().with_context(|| {
+                    format!("advertised address {address:?} has an invalid port")
+                })?;
+                (host.to_string(), port)
+            }
+            None if kafka_addr.ip().is_unspecified() => {
+                bail!(
+                    "--kafka-addr {kafka_addr} listens on every interface: give --advertised-addr HOST:PORT that clients can reach"
+                )
+            }
+            None => (kafka_addr.ip().to_string(), kafka_addr.port()),
+        };
+        let num_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if !(1..=broker::limits::PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
+            bail!(
+                "num_partitions must be between 1 and {}, not {num_partitions}",
+                broker::limits::PARTITIONS_PER_TOPIC_MAX
+            );
+        }
+        Ok(Settings {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "lakestream-data".into()),
+            kafka_addr,
+            advertised_host,
+            advertised_port,
+            pg_addr: self
+                .pg_addr
+                .or(file.pg_addr)
+                .unwrap_or_else(|| "127.0.0.1:5433".parse().expect("valid default")),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
+            auto_create_topics: self
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(false),
+            num_partitions,
+            retention_check_interval_ms: self
+                .retention_check_interval_ms
+                .or(file.retention_check_interval_ms)
+                .unwrap_or(300_000)
+                .max(1),
+        })
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let settings = args.settings()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lakestream")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let mut config = broker::BrokerConfig::for_data_dir(settings.data_dir.clone());
+    config.advertised_host = settings.advertised_host.clone();
+    config.advertised_port = settings.advertised_port as i32;
+    config.auto_create_topics = settings.auto_create_topics;
+    config.num_partitions = settings.num_partitions;
+    let broker = broker::Broker::open(config).with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(settings.kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--kafka-addr)", settings.kafka_addr))?;
+    tracing::info!(
+        kafka = %settings.kafka_addr,
+        advertised = %format!("{}:{}", settings.advertised_host, settings.advertised_port),
+        data_dir = %settings.data_dir.display(),
+        "lakestream listening"
+    );
+    tracing::debug!(
+        pg = %settings.pg_addr,
+        http = %settings.http_addr,
+        "the SQL and HTTP endpoints are reserved and not served yet"
+    );
+    let retention = tokio::spawn(retention_loop(
+        broker.clone(),
+        settings.retention_check_interval_ms,
+    ));
+    let server = tokio::spawn(broker::server::serve(broker.clone(), listener));
+    shutdown_signal().await;
+    tracing::info!("shutting down: flushing");
+    server.abort();
+    retention.abort();
+    let broker_for_shutdown = broker.clone();
+    tokio::task::spawn_blocking(move || broker_for_shutdown.shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn retention_loop(broker: Arc<broker::Broker>, interval_ms: u64) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let broker = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.apply_retention()).await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let mut file = tempfile_in_target();
+        writeln!(
+            file.1,
+            "data_dir = \"/from/file\"\nnum_partitions = 3\nkafka_addr = \"127.0.0.1:19092\""
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.0.clone()),
+            data_dir: Some("/from/flag".into()),
+            ..ServeArgs::default()
+        };
+        let settings = args.settings().unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(settings.num_partitions, 3);
+        assert_eq!(settings.kafka_addr.port(), 19092);
+        assert_eq!(settings.advertised_port, 19092);
+        assert_eq!(settings.pg_addr.port(), 5433);
+        assert!(!settings.auto_create_topics);
+        std::fs::remove_file(file.0).unwrap();
+    }
+
+    #[test]
+    fn a_bad_file_says_what_to_fix() {
+        let mut file = tempfile_in_target();
+        writeln!(file.1, "data-dir = \"x\"").unwrap();
+        let args = ServeArgs {
+            config: Some(file.0.clone()),
+            ..ServeArgs::default()
+        };
+        let error = format!("{:#}", args.settings().unwrap_err());
+        assert!(error.contains("unknown field `data-dir`"), "{error}");
+        assert!(error.contains("snake_case"), "{error}");
+        std::fs::remove_file(file.0).unwrap();
+    }
+
+    #[test]
+    fn every_interface_needs_an_advertised_address() {
+        let args = ServeArgs {
+            kafka_addr: Some("0.0.0.0:9092".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        assert!(args.settings().is_err());
+        let args = ServeArgs {
+            kafka_addr: Some("0.0.0.0:9092".parse().unwrap()),
+            advertised_addr: Some("broker.example:9092".into()),
+            ..ServeArgs::default()
+        };
+        let settings = args.settings().unwrap();
+        assert_eq!(settings.advertised_host, "broker.example");
+    }
+
+    fn tempfile_in_target() -> (PathBuf, std::fs::File) {
+        let path = std::env::temp_dir().join(format!(
+            "lakestream-serve-test-{}-{:?}.toml",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+}
