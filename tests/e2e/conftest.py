@@ -86,6 +86,7 @@ class Broker:
         while True:
             rc = self.proc.poll()
             if rc is not None:
+                self.proc = None  # reported here; not an "unexpected exit" at teardown
                 raise BrokerError(f"broker exited with code {rc} during startup\n{self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
@@ -94,6 +95,8 @@ class Broker:
                 pass
             if time.monotonic() > deadline:
                 self._signal(signal.SIGKILL)
+                self.proc.wait(10)
+                self.proc = None
                 raise BrokerError(f"broker did not accept connections on {self.bootstrap} within {timeout}s\n"
                                   f"{self.log_tail()}")
             time.sleep(0.05)

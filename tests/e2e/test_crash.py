@@ -180,5 +180,6 @@ def test_clean_restart_keeps_everything(broker):
     assert d.ok[0].offset() == wm_before[0][1]
     from confluent_kafka.admin import ConfigResource, ResourceType
     res = ConfigResource(ResourceType.TOPIC, t)
-    cfg = admin(broker.bootstrap).describe_configs([res], request_timeout=30)[res].result(timeout=30)
+    adm = admin(broker.bootstrap)  # keep the handle alive until the future resolves
+    cfg = adm.describe_configs([res], request_timeout=30)[res].result(timeout=30)
     assert cfg["retention.ms"].value == "123456789"

@@ -15,7 +15,10 @@ pub struct KafkaError {
 
 impl KafkaError {
     pub fn new(code: ResponseError, message: impl Into<String>) -> KafkaError {
-        KafkaError { code, message: message.into() }
+        KafkaError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn code(&self) -> i16 {
@@ -47,7 +50,12 @@ impl KafkaError {
 
 impl From<RecordError> for KafkaError {
     fn from(error: RecordError) -> KafkaError {
-        KafkaError::new(ResponseError::CorruptMessage, error.to_string())
+        let code = if error.is_invalid_record() {
+            ResponseError::InvalidRecord
+        } else {
+            ResponseError::CorruptMessage
+        };
+        KafkaError::new(code, error.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use log::{LogConfig, PartitionLog};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::error::KafkaError;
@@ -26,7 +26,7 @@ struct State {
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
-    state: Mutex<State>,
+    state: RwLock<State>,
     high_watermark: watch::Sender<i64>,
 }
 
@@ -68,7 +68,11 @@ impl Partition {
         Ok(Arc::new(Partition {
             topic,
             index,
-            state: Mutex::new(State { log, producers, dirty: false }),
+            state: RwLock::new(State {
+                log,
+                producers,
+                dirty: false,
+            }),
             high_watermark: watch::Sender::new(durable_end),
         }))
     }
@@ -82,15 +86,15 @@ impl Partition {
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.state.lock().log.log_start_offset()
+        self.state.read().log.log_start_offset()
     }
 
     pub fn log_end_offset(&self) -> i64 {
-        self.state.lock().log.log_end_offset()
+        self.state.read().log.log_end_offset()
     }
 
     pub fn set_config(&self, config: LogConfig) {
-        self.state.lock().log.set_config(config);
+        self.state.write().log.set_config(config);
     }
 
     /// Appends validated batches (each already checked by `records::validate_batch`), assigning
@@ -102,7 +106,7 @@ impl Partition {
         flusher: &Flusher,
     ) -> Result<Appended, KafkaError> {
         let append_time = now_ms();
-        let mut state = self.state.lock();
+        let mut state = self.state.write();
         let mut first: Option<i64> = None;
         let mut last = -1;
         for (header, bytes) in batches.iter_mut() {
@@ -127,7 +131,10 @@ impl Partition {
             }
         }
         let Some(base_offset) = first else {
-            return Err(KafkaError::new(ResponseError::InvalidRecord, "empty record set"));
+            return Err(KafkaError::new(
+                ResponseError::InvalidRecord,
+                "empty record set",
+            ));
         };
         Ok(Appended {
             base_offset,
@@ -143,13 +150,13 @@ impl Partition {
         // The fsync runs without the lock, so appends go on meanwhile; they mark the partition
         // dirty again and are covered by the next round.
         let job = {
-            let mut state = self.state.lock();
+            let mut state = self.state.write();
             state.dirty = false;
             state.log.begin_flush()
         };
         job.run()?;
         let durable_end = {
-            let mut state = self.state.lock();
+            let mut state = self.state.write();
             state.log.complete_flush(job);
             state.log.flushed_offset()
         };
@@ -166,7 +173,7 @@ impl Partition {
     /// Whole batches from `offset`, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, KafkaError> {
         let high_watermark = self.high_watermark();
-        let state = self.state.lock();
+        let state = self.state.read();
         let log_start_offset = state.log.log_start_offset();
         let log_end_offset = state.log.log_end_offset();
         if offset < log_start_offset || offset > log_end_offset {
@@ -183,13 +190,17 @@ impl Partition {
         } else {
             state.log.read_until(offset, max_bytes, high_watermark)?
         };
-        Ok(ReadResult { records, high_watermark, log_start_offset })
+        Ok(ReadResult {
+            records,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     /// The first batch whose max timestamp is at least `timestamp_ms`, below the high watermark.
     pub fn batch_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Bytes>, KafkaError> {
         let high_watermark = self.high_watermark();
-        let state = self.state.lock();
+        let state = self.state.read();
         match state.log.offset_for_timestamp(timestamp_ms)? {
             Some((offset, _)) if offset < high_watermark => {
                 Ok(Some(state.log.read_until(offset, 1, high_watermark)?))
@@ -200,11 +211,11 @@ impl Partition {
 
     /// The largest timestamp in the log and the offset of the record that has it.
     pub fn max_timestamp(&self) -> (i64, i64) {
-        self.state.lock().log.max_timestamp()
+        self.state.read().log.max_timestamp()
     }
 
     pub fn apply_retention(&self) -> Result<u64, log::LogError> {
-        self.state.lock().log.apply_retention(now_ms())
+        self.state.write().log.apply_retention(now_ms())
     }
 }
 
@@ -215,7 +226,9 @@ fn rebuild_producer_state(log: &PartitionLog, producers: &mut ProducerStates) {
     let end = log.log_end_offset();
     let mut offset = log.tail_offset(TAIL_BYTES as u64);
     while offset < end {
-        let Ok(chunk) = log.read_until(offset, 8 * 1024 * 1024, end) else { break };
+        let Ok(chunk) = log.read_until(offset, 8 * 1024 * 1024, end) else {
+            break;
+        };
         if chunk.is_empty() {
             break;
         }

@@ -25,7 +25,10 @@ impl ProducerIds {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
             Err(error) => return Err(error),
         };
-        let ids = ProducerIds { path, range: Mutex::new((reserved, reserved)) };
+        let ids = ProducerIds {
+            path,
+            range: Mutex::new((reserved, reserved)),
+        };
         Ok(ids)
     }
 

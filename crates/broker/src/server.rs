@@ -42,7 +42,11 @@ struct Outgoing {
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
-        let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -65,7 +69,10 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
 async fn connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), String> {
     let (mut reader, writer) = stream.into_split();
     let (sender, receiver) = mpsc::channel::<Outgoing>(IN_FLIGHT_REQUESTS_PER_CONNECTION);
-    let writer_task = tokio::spawn(write_replies(BufWriter::with_capacity(256 * 1024, writer), receiver));
+    let writer_task = tokio::spawn(write_replies(
+        BufWriter::with_capacity(256 * 1024, writer),
+        receiver,
+    ));
     let result = async {
         loop {
             let mut length = [0u8; 4];
@@ -97,41 +104,81 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), String
     result
 }
 
-/// Decodes one frame and runs its synchronous part. An error closes the connection.
-fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Outgoing, String> {
+/// A request frame after decoding.
+pub enum Decoded {
+    Request {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        request: RequestKind,
+    },
+    /// An ApiVersions request of a version this broker does not implement.
+    UnsupportedApiVersions { correlation_id: i32 },
+}
+
+/// Decodes one request frame (without its length prefix). Never panics on any input; an error
+/// says why the connection must close.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, String> {
     if frame.len() < 8 {
-        return Err(format!("request frame of {} bytes is too short for a header", frame.len()));
+        return Err(format!(
+            "request frame of {} bytes is too short for a header",
+            frame.len()
+        ));
     }
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api_key = ApiKey::try_from(api_key_raw)
-        .map_err(|_| format!("unknown api key {api_key_raw}"))?;
-    let Some(range) = handlers::api_versions::supported(api_key) else {
+    let api_key =
+        ApiKey::try_from(api_key_raw).map_err(|_| format!("unknown api key {api_key_raw}"))?;
+    let Some((min, max)) = handlers::api_versions::supported(api_key) else {
         return Err(format!("api {api_key:?} is not supported"));
     };
-    if version < range.0 || version > range.1 {
+    if version < min || version > max {
         if api_key == ApiKey::ApiVersions {
-            // Kafka answers an ApiVersions it cannot parse with a v0 response listing what it
-            // supports, so the client can pick a version and retry.
-            return Ok(Outgoing {
-                correlation_id,
-                api_key,
-                version: 0,
-                reply: Reply::Now(handlers::api_versions::unsupported_version()),
-            });
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id });
         }
         return Err(format!(
-            "{api_key:?} v{version} is not supported (supported: v{}..=v{})",
-            range.0, range.1
+            "{api_key:?} v{version} is not supported (supported: v{min}..=v{max})"
         ));
     }
-    let header = decode_request_header_from_buffer(&mut frame)
+    decode_request_header_from_buffer(&mut frame)
         .map_err(|error| format!("malformed {api_key:?} request header: {error}"))?;
     let request = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|error| format!("malformed {api_key:?} v{version} request: {error}"))?;
-    let reply = handlers::dispatch(broker, request, version, header.client_id.as_deref());
-    Ok(Outgoing { correlation_id, api_key, version, reply })
+    Ok(Decoded::Request {
+        api_key,
+        version,
+        correlation_id,
+        request,
+    })
+}
+
+/// Decodes one frame and runs its synchronous part. An error closes the connection.
+fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Outgoing, String> {
+    match decode_request(frame)? {
+        // Kafka answers an ApiVersions it cannot parse with a v0 response listing what it
+        // supports, so the client can pick a version and retry.
+        Decoded::UnsupportedApiVersions { correlation_id } => Ok(Outgoing {
+            correlation_id,
+            api_key: ApiKey::ApiVersions,
+            version: 0,
+            reply: Reply::Now(handlers::api_versions::unsupported_version()),
+        }),
+        Decoded::Request {
+            api_key,
+            version,
+            correlation_id,
+            request,
+        } => {
+            let reply = handlers::dispatch(broker, request, version);
+            Ok(Outgoing {
+                correlation_id,
+                api_key,
+                version,
+                reply,
+            })
+        }
+    }
 }
 
 async fn write_replies(
@@ -169,8 +216,12 @@ fn encode_response(
     buffer.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(outgoing.correlation_id);
     let header_version = outgoing.api_key.response_header_version(outgoing.version);
-    header.encode(buffer, header_version).map_err(|error| error.to_string())?;
-    response.encode(buffer, outgoing.version).map_err(|error| error.to_string())?;
+    header
+        .encode(buffer, header_version)
+        .map_err(|error| error.to_string())?;
+    response
+        .encode(buffer, outgoing.version)
+        .map_err(|error| error.to_string())?;
     let length = (buffer.len() - 4) as i32;
     buffer[..4].copy_from_slice(&length.to_be_bytes());
     Ok(())

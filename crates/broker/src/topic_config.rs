@@ -136,7 +136,11 @@ pub fn validate(name: &str, value: &str) -> Result<(), KafkaError> {
             }
         }
         ConfigKind::ListOf(words) => {
-            if value.split(',').map(str::trim).all(|item| words.contains(&item)) {
+            if value
+                .split(',')
+                .map(str::trim)
+                .all(|item| words.contains(&item))
+            {
                 Ok(())
             } else {
                 Err(KafkaError::invalid_config(format!(
@@ -189,11 +193,13 @@ impl TopicConfig {
     }
 
     fn number(&self, name: &str) -> i64 {
-        self.get(name).and_then(|(value, _)| value.trim().parse().ok()).unwrap_or_else(|| {
-            config_def(name)
-                .and_then(|def| def.default.parse().ok())
-                .expect("every numeric config has a numeric default")
-        })
+        self.get(name)
+            .and_then(|(value, _)| value.trim().parse().ok())
+            .unwrap_or_else(|| {
+                config_def(name)
+                    .and_then(|def| def.default.parse().ok())
+                    .expect("every numeric config has a numeric default")
+            })
     }
 
     pub fn max_message_bytes(&self) -> usize {

@@ -45,7 +45,9 @@ impl Topic {
     }
 
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|index| self.partitions.read().get(index).cloned())
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| self.partitions.read().get(index).cloned())
     }
 
     pub fn is_internal(&self) -> bool {
@@ -89,7 +91,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), KafkaError> {
     if name.len() > TOPIC_NAME_MAX_LEN {
         return Err(KafkaError::new(
             ResponseError::InvalidTopicException,
-            format!("topic name is {} characters long; the limit is {TOPIC_NAME_MAX_LEN}", name.len()),
+            format!(
+                "topic name is {} characters long; the limit is {TOPIC_NAME_MAX_LEN}",
+                name.len()
+            ),
         ));
     }
     if !name.chars().all(legal) {
@@ -100,7 +105,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), KafkaError> {
     }
     Ok(())
 }
-
 
 fn check_create(
     name: &str,
@@ -140,7 +144,10 @@ pub struct Topics {
 
 impl Topics {
     /// Loads every topic under `data_dir/topics`, recovering each partition's log.
-    pub fn open(data_dir: &Path, flusher: Arc<crate::flusher::Flusher>) -> Result<Topics, KafkaError> {
+    pub fn open(
+        data_dir: &Path,
+        flusher: Arc<crate::flusher::Flusher>,
+    ) -> Result<Topics, KafkaError> {
         let dir = data_dir.join("topics");
         fs::create_dir_all(&dir).map_err(KafkaError::storage)?;
         let mut topics = BTreeMap::new();
@@ -183,7 +190,11 @@ impl Topics {
                 }),
             );
         }
-        Ok(Topics { dir, topics: RwLock::new(topics), flusher })
+        Ok(Topics {
+            dir,
+            topics: RwLock::new(topics),
+            flusher,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -191,7 +202,11 @@ impl Topics {
     }
 
     pub fn by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().values().find(|topic| topic.id == id).cloned()
+        self.topics
+            .read()
+            .values()
+            .find(|topic| topic.id == id)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Topic>> {
@@ -221,7 +236,12 @@ impl Topics {
         config: TopicConfig,
     ) -> Result<Arc<Topic>, KafkaError> {
         let mut topics = self.topics.write();
-        check_create(name, topics.contains_key(name), partitions, replication_factor)?;
+        check_create(
+            name,
+            topics.contains_key(name),
+            partitions,
+            replication_factor,
+        )?;
         let dir = self.dir.join(name);
         fs::create_dir_all(&dir).map_err(KafkaError::storage)?;
         let name: Arc<str> = name.into();
@@ -249,8 +269,14 @@ impl Topics {
     }
 
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, KafkaError> {
-        let topic = self.topics.write().remove(name).ok_or_else(|| KafkaError::unknown_topic(name))?;
-        let graveyard = self.dir.join(format!("{name}.{}.deleted", topic.id.simple()));
+        let topic = self
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| KafkaError::unknown_topic(name))?;
+        let graveyard = self
+            .dir
+            .join(format!("{name}.{}.deleted", topic.id.simple()));
         fs::rename(&topic.dir, &graveyard).map_err(KafkaError::storage)?;
         sync_dir(&self.dir).map_err(KafkaError::storage)?;
         if let Err(error) = fs::remove_dir_all(&graveyard) {
@@ -261,13 +287,22 @@ impl Topics {
     }
 
     /// Grows a topic to `total` partitions (partitions never shrink).
-    pub fn add_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<(), KafkaError> {
-        let topic = self.get(name).ok_or_else(|| KafkaError::unknown_topic(name))?;
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), KafkaError> {
+        let topic = self
+            .get(name)
+            .ok_or_else(|| KafkaError::unknown_topic(name))?;
         let current = topic.partition_count();
         if total <= current {
             return Err(KafkaError::new(
                 ResponseError::InvalidPartitions,
-                format!("topic {name} has {current} partitions; the new count must be larger, not {total}"),
+                format!(
+                    "topic {name} has {current} partitions; the new count must be larger, not {total}"
+                ),
             ));
         }
         if total > PARTITIONS_PER_TOPIC_MAX {
@@ -297,7 +332,9 @@ impl Topics {
 
     /// Replaces a topic's config and applies it to every partition.
     pub fn set_config(&self, name: &str, config: TopicConfig) -> Result<(), KafkaError> {
-        let topic = self.get(name).ok_or_else(|| KafkaError::unknown_topic(name))?;
+        let topic = self
+            .get(name)
+            .ok_or_else(|| KafkaError::unknown_topic(name))?;
         *topic.config.write() = config.clone();
         topic.persist()?;
         for partition in topic.partitions() {

@@ -29,7 +29,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LAKESTREAM_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
     /// Create topics on first use in Metadata (Kafka's auto.create.topics.enable).
-    #[arg(long, env = "LAKESTREAM_AUTO_CREATE_TOPICS")]
+    #[arg(long, env = "LAKESTREAM_AUTO_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
     pub auto_create_topics: Option<bool>,
     /// Partitions of auto-created topics (Kafka's num.partitions) [default: 1].
     #[arg(long, env = "LAKESTREAM_NUM_PARTITIONS")]

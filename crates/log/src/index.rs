@@ -16,8 +16,14 @@ impl OffsetIndex {
     /// The position of the last indexed batch whose base offset is at most `relative_offset`,
     /// or 0: the batch holding that offset starts there or later.
     pub(crate) fn lookup(&self, relative_offset: u32) -> u32 {
-        let after = self.entries.partition_point(|&(offset, _)| offset <= relative_offset);
-        if after == 0 { 0 } else { self.entries[after - 1].1 }
+        let after = self
+            .entries
+            .partition_point(|&(offset, _)| offset <= relative_offset);
+        if after == 0 {
+            0
+        } else {
+            self.entries[after - 1].1
+        }
     }
 
     pub(crate) fn push(&mut self, relative_offset: u32, position: u32) {
@@ -36,7 +42,7 @@ impl OffsetIndex {
     /// Decodes an index file; `None` if its length or ordering is wrong, or a position lies
     /// beyond `segment_size`.
     pub(crate) fn decode(bytes: &[u8], segment_size: u64) -> Option<OffsetIndex> {
-        if bytes.len() % OFFSET_ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_LEN) {
             return None;
         }
         let mut entries = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_LEN);
@@ -70,8 +76,14 @@ impl TimeIndex {
     /// The relative offset to start a search for the first record with timestamp >= `target`:
     /// the last entry whose timestamp is below `target`, or `None` for the segment start.
     pub(crate) fn lookup(&self, target: i64) -> Option<u32> {
-        let after = self.entries.partition_point(|&(timestamp, _)| timestamp < target);
-        if after == 0 { None } else { Some(self.entries[after - 1].1) }
+        let after = self
+            .entries
+            .partition_point(|&(timestamp, _)| timestamp < target);
+        if after == 0 {
+            None
+        } else {
+            Some(self.entries[after - 1].1)
+        }
     }
 
     pub(crate) fn last(&self) -> Option<(i64, u32)> {
@@ -80,7 +92,11 @@ impl TimeIndex {
 
     /// Appends if `timestamp` is above the last entry's (keeps the index monotonic).
     pub(crate) fn maybe_push(&mut self, timestamp: i64, relative_offset: u32) {
-        if self.entries.last().is_none_or(|&(last, _)| timestamp > last) {
+        if self
+            .entries
+            .last()
+            .is_none_or(|&(last, _)| timestamp > last)
+        {
             self.entries.push((timestamp, relative_offset));
         }
     }
@@ -95,7 +111,7 @@ impl TimeIndex {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<TimeIndex> {
-        if bytes.len() % TIME_ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY_LEN) {
             return None;
         }
         let mut entries = Vec::with_capacity(bytes.len() / TIME_ENTRY_LEN);
@@ -119,8 +135,19 @@ mod tests {
 
     #[test]
     fn offset_lookup() {
-        let index = OffsetIndex { entries: vec![(10, 100), (20, 200), (30, 300)] };
-        let cases = [(0, 0), (9, 0), (10, 100), (15, 100), (20, 200), (29, 200), (30, 300), (99, 300)];
+        let index = OffsetIndex {
+            entries: vec![(10, 100), (20, 200), (30, 300)],
+        };
+        let cases = [
+            (0, 0),
+            (9, 0),
+            (10, 100),
+            (15, 100),
+            (20, 200),
+            (29, 200),
+            (30, 300),
+            (99, 300),
+        ];
         for (offset, position) in cases {
             assert_eq!(index.lookup(offset), position, "lookup({offset})");
         }
@@ -129,8 +156,17 @@ mod tests {
 
     #[test]
     fn time_lookup() {
-        let index = TimeIndex { entries: vec![(100, 0), (200, 5), (300, 9)] };
-        let cases = [(50, None), (100, None), (101, Some(0)), (200, Some(0)), (201, Some(5)), (1000, Some(9))];
+        let index = TimeIndex {
+            entries: vec![(100, 0), (200, 5), (300, 9)],
+        };
+        let cases = [
+            (50, None),
+            (100, None),
+            (101, Some(0)),
+            (200, Some(0)),
+            (201, Some(5)),
+            (1000, Some(9)),
+        ];
         for (target, start) in cases {
             assert_eq!(index.lookup(target), start, "lookup({target})");
         }
@@ -138,15 +174,22 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let offsets = OffsetIndex { entries: vec![(1, 10), (5, 4000)] };
-        assert_eq!(OffsetIndex::decode(&offsets.encode(), 5000), Some(offsets.clone()));
+        let offsets = OffsetIndex {
+            entries: vec![(1, 10), (5, 4000)],
+        };
+        assert_eq!(
+            OffsetIndex::decode(&offsets.encode(), 5000),
+            Some(offsets.clone())
+        );
         assert_eq!(OffsetIndex::decode(&offsets.encode(), 4000), None);
         assert_eq!(OffsetIndex::decode(&offsets.encode()[..7], 5000), None);
         let mut zeros = offsets.encode();
         zeros.extend_from_slice(&[0; 8]);
         assert_eq!(OffsetIndex::decode(&zeros, 5000), None);
 
-        let times = TimeIndex { entries: vec![(-5, 0), (7, 0), (9, 3)] };
+        let times = TimeIndex {
+            entries: vec![(-5, 0), (7, 0), (9, 3)],
+        };
         assert_eq!(TimeIndex::decode(&times.encode()), Some(times.clone()));
         let mut zeros = times.encode();
         zeros.extend_from_slice(&[0; 12]);

@@ -78,19 +78,36 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
-    #[error("offset {offset} is out of range (log start {log_start_offset}, log end {log_end_offset})")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    #[error(
+        "offset {offset} is out of range (log start {log_start_offset}, log end {log_end_offset})"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("batch of {batch_bytes} bytes is larger than max.message.bytes {max_message_bytes}")]
-    RecordTooLarge { batch_bytes: usize, max_message_bytes: u32 },
+    RecordTooLarge {
+        batch_bytes: usize,
+        max_message_bytes: u32,
+    },
     #[error("invalid record set: {0}")]
     InvalidRecords(#[from] RecordError),
     #[error("segment {path} is corrupt at byte {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
 }
 
 impl LogError {
     fn io(operation: &'static str, path: &Path, source: std::io::Error) -> LogError {
-        LogError::Io { operation, path: path.to_path_buf(), source }
+        LogError::Io {
+            operation,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -123,7 +140,8 @@ impl FlushJob {
     /// created since the last flush.
     pub fn run(&self) -> Result<(), LogError> {
         for (path, file) in &self.files {
-            file.sync_data().map_err(|source| LogError::io("syncing", path, source))?;
+            file.sync_data()
+                .map_err(|source| LogError::io("syncing", path, source))?;
         }
         if let Some(dir) = &self.dir {
             File::open(dir)
@@ -170,8 +188,12 @@ impl PartitionLog {
             let entry = entry.map_err(|source| LogError::io("listing", dir, source))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some((stem, extension)) = name.split_once('.') else { continue };
-            let Some(base) = parse_base_offset(stem) else { continue };
+            let Some((stem, extension)) = name.split_once('.') else {
+                continue;
+            };
+            let Some(base) = parse_base_offset(stem) else {
+                continue;
+            };
             match extension {
                 "log" => bases.push(base),
                 "index" | "timeindex" => index_files.push((base, entry.path())),
@@ -210,7 +232,10 @@ impl PartitionLog {
             segments.push(Segment::create(dir, 0)?);
         }
         for segment in &segments {
-            segment.file.sync_data().map_err(|source| LogError::io("syncing", &segment.path, source))?;
+            segment
+                .file
+                .sync_data()
+                .map_err(|source| LogError::io("syncing", &segment.path, source))?;
         }
         File::open(dir)
             .and_then(|dir_file| dir_file.sync_all())
@@ -242,11 +267,15 @@ impl PartitionLog {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.last().expect("a log always has an active segment")
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.last_mut().expect("a log always has an active segment")
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
     }
 
     /// The first offset that can be read.
@@ -279,7 +308,13 @@ impl PartitionLog {
             .iter()
             .filter(|segment| segment.size > 0)
             .map(|segment| (segment.max_timestamp, segment.offset_of_max_timestamp))
-            .fold((-1, -1), |best, candidate| if candidate.0 > best.0 { candidate } else { best })
+            .fold((-1, -1), |best, candidate| {
+                if candidate.0 > best.0 {
+                    candidate
+                } else {
+                    best
+                }
+            })
     }
 
     /// Appends a record set of one or more batches, already validated by
@@ -305,7 +340,11 @@ impl PartitionLog {
             let header = BatchHeader::parse(batch)?;
             let total = header.total_len();
             if total > batch.len() {
-                return Err(RecordError::Truncated { needed: total, available: batch.len() }.into());
+                return Err(RecordError::Truncated {
+                    needed: total,
+                    available: batch.len(),
+                }
+                .into());
             }
             if total > self.config.max_message_bytes as usize {
                 return Err(LogError::RecordTooLarge {
@@ -439,10 +478,19 @@ impl PartitionLog {
     /// above `end_offset` (pass the high watermark to keep consumers below it). Empty at the
     /// log end or when the first batch reaches `end_offset`. `OffsetOutOfRange` if `offset` is
     /// below the log start or above the log end.
-    pub fn read_until(&self, offset: i64, max_bytes: usize, end_offset: i64) -> Result<Bytes, LogError> {
+    pub fn read_until(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, LogError> {
         self.check_offset(offset)?;
         let end_offset = end_offset.min(self.log_end_offset());
-        let first = self.segments.partition_point(|segment| segment.base_offset <= offset).max(1) - 1;
+        let first = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset)
+            .max(1)
+            - 1;
         for segment in &self.segments[first..] {
             if segment.base_offset >= end_offset {
                 break;
@@ -486,7 +534,9 @@ impl PartitionLog {
         for segment in self.segments.iter().rev() {
             if segment.size >= remaining {
                 let position = segment.size - remaining;
-                return segment.offset_at_or_after(position).unwrap_or(segment.base_offset);
+                return segment
+                    .offset_at_or_after(position)
+                    .unwrap_or(segment.base_offset);
             }
             remaining -= segment.size;
         }
@@ -498,13 +548,19 @@ impl PartitionLog {
     /// is never deleted. The log start offset moves to the first remaining segment's base.
     /// Returns the number of segments deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<u64, LogError> {
-        let LogConfig { retention_ms, retention_bytes, .. } = self.config;
+        let LogConfig {
+            retention_ms,
+            retention_bytes,
+            ..
+        } = self.config;
         let mut total_bytes = self.size_bytes();
         let mut deleted = 0;
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
-            let expired = retention_ms >= 0 && oldest.max_timestamp < now_ms.saturating_sub(retention_ms);
-            let over_size = retention_bytes >= 0 && total_bytes - oldest.size >= retention_bytes as u64;
+            let expired =
+                retention_ms >= 0 && oldest.max_timestamp < now_ms.saturating_sub(retention_ms);
+            let over_size =
+                retention_bytes >= 0 && total_bytes - oldest.size >= retention_bytes as u64;
             if !(expired || over_size) {
                 break;
             }

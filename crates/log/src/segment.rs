@@ -88,8 +88,10 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(|source| LogError::io("opening", &path, source))?;
-        let file_size =
-            file.metadata().map_err(|source| LogError::io("reading metadata of", &path, source))?.len();
+        let file_size = file
+            .metadata()
+            .map_err(|source| LogError::io("reading metadata of", &path, source))?
+            .len();
         let mut segment = Segment::empty(base_offset, path, file);
         if !active && segment.load_trusted(file_size, index_interval_bytes)? {
             return Ok(segment);
@@ -100,15 +102,21 @@ impl Segment {
 
     /// Loads the index files and checks them against the tail of the log; false if they
     /// cannot be trusted.
-    fn load_trusted(&mut self, file_size: u64, index_interval_bytes: u64) -> Result<bool, LogError> {
-        let (Ok(offset_bytes), Ok(time_bytes)) =
-            (fs::read(self.index_path("index")), fs::read(self.index_path("timeindex")))
-        else {
+    fn load_trusted(
+        &mut self,
+        file_size: u64,
+        index_interval_bytes: u64,
+    ) -> Result<bool, LogError> {
+        let (Ok(offset_bytes), Ok(time_bytes)) = (
+            fs::read(self.index_path("index")),
+            fs::read(self.index_path("timeindex")),
+        ) else {
             return Ok(false);
         };
-        let (Some(offset_index), Some(time_index)) =
-            (OffsetIndex::decode(&offset_bytes, file_size), TimeIndex::decode(&time_bytes))
-        else {
+        let (Some(offset_index), Some(time_index)) = (
+            OffsetIndex::decode(&offset_bytes, file_size),
+            TimeIndex::decode(&time_bytes),
+        ) else {
             return Ok(false);
         };
         // Sealing always writes a final time entry, so a sealed segment with data has one.
@@ -147,7 +155,12 @@ impl Segment {
     }
 
     /// Scans every batch, truncates at the first bad one and rebuilds the indexes.
-    fn recover(&mut self, file_size: u64, index_interval_bytes: u64, write_indexes: bool) -> Result<(), LogError> {
+    fn recover(
+        &mut self,
+        file_size: u64,
+        index_interval_bytes: u64,
+        write_indexes: bool,
+    ) -> Result<(), LogError> {
         self.reset();
         let scanned = self.scan(0, file_size, index_interval_bytes, true)?;
         if let Some(problem) = scanned.problem {
@@ -185,7 +198,13 @@ impl Segment {
 
     /// Walks batches from `start`, validating header and CRC, and feeds each to the segment's
     /// bookkeeping (`self.size`, offsets, max timestamp and, if `index`, the indexes).
-    fn scan(&mut self, start: u64, end: u64, index_interval_bytes: u64, index: bool) -> Result<Scanned, LogError> {
+    fn scan(
+        &mut self,
+        start: u64,
+        end: u64,
+        index_interval_bytes: u64,
+        index: bool,
+    ) -> Result<Scanned, LogError> {
         let mut buffer: Vec<u8> = Vec::new();
         let mut buffer_start = start;
         let mut position = start;
@@ -195,21 +214,25 @@ impl Segment {
                 break None;
             }
             if end - position < BATCH_HEADER_LEN as u64 {
-                break Some(format!("{} bytes at the end cannot hold a batch header", end - position));
+                break Some(format!(
+                    "{} bytes at the end cannot hold a batch header",
+                    end - position
+                ));
             }
-            let in_buffer = |len: u64, buffer: &mut Vec<u8>, buffer_start: &mut u64| -> Result<(), LogError> {
-                let have = (*buffer_start + buffer.len() as u64).saturating_sub(position);
-                if position >= *buffer_start && have >= len {
-                    return Ok(());
-                }
-                let want = (len.max(SCAN_CHUNK_BYTES as u64)).min(end - position) as usize;
-                buffer.resize(want, 0);
-                self.file
-                    .read_exact_at(buffer, position)
-                    .map_err(|source| LogError::io("reading", &self.path, source))?;
-                *buffer_start = position;
-                Ok(())
-            };
+            let in_buffer =
+                |len: u64, buffer: &mut Vec<u8>, buffer_start: &mut u64| -> Result<(), LogError> {
+                    let have = (*buffer_start + buffer.len() as u64).saturating_sub(position);
+                    if position >= *buffer_start && have >= len {
+                        return Ok(());
+                    }
+                    let want = (len.max(SCAN_CHUNK_BYTES as u64)).min(end - position) as usize;
+                    buffer.resize(want, 0);
+                    self.file
+                        .read_exact_at(buffer, position)
+                        .map_err(|source| LogError::io("reading", &self.path, source))?;
+                    *buffer_start = position;
+                    Ok(())
+                };
             in_buffer(BATCH_HEADER_LEN as u64, &mut buffer, &mut buffer_start)?;
             let at = (position - buffer_start) as usize;
             let header = match BatchHeader::parse(&buffer[at..]) {
@@ -218,7 +241,10 @@ impl Segment {
             };
             let total = header.total_len() as u64;
             if total > end - position {
-                break Some(format!("batch of {total} bytes is torn: {} bytes remain", end - position));
+                break Some(format!(
+                    "batch of {total} bytes is torn: {} bytes remain",
+                    end - position
+                ));
             }
             in_buffer(total, &mut buffer, &mut buffer_start)?;
             let at = (position - buffer_start) as usize;
@@ -235,7 +261,10 @@ impl Segment {
                 || header.last_offset() - self.base_offset > u32::MAX as i64
                 || position + total > u32::MAX as u64
             {
-                break Some(format!("batch base offset {} does not belong in this segment", header.base_offset));
+                break Some(format!(
+                    "batch base offset {} does not belong in this segment",
+                    header.base_offset
+                ));
             }
             self.note_batch(&header, position, index_interval_bytes, index);
             position += total;
@@ -244,7 +273,13 @@ impl Segment {
     }
 
     /// Bookkeeping for a batch now stored at `position`.
-    pub(crate) fn note_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u64, index: bool) {
+    pub(crate) fn note_batch(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        index_interval_bytes: u64,
+        index: bool,
+    ) {
         let relative_offset = (header.base_offset - self.base_offset) as u32;
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
@@ -253,7 +288,8 @@ impl Segment {
         if index && self.bytes_since_index_entry >= index_interval_bytes && position > 0 {
             self.offset_index.push(relative_offset, position as u32);
             let relative_offset_of_max = (self.offset_of_max_timestamp - self.base_offset) as u32;
-            self.time_index.maybe_push(self.max_timestamp, relative_offset_of_max);
+            self.time_index
+                .maybe_push(self.max_timestamp, relative_offset_of_max);
             self.bytes_since_index_entry = 0;
         }
         let total = header.total_len() as u64;
@@ -271,11 +307,13 @@ impl Segment {
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         if self.size > 0 {
             let relative_offset = (self.offset_of_max_timestamp - self.base_offset) as u32;
-            self.time_index.maybe_push(self.max_timestamp, relative_offset);
+            self.time_index
+                .maybe_push(self.max_timestamp, relative_offset);
         }
-        for (extension, bytes) in
-            [("index", self.offset_index.encode()), ("timeindex", self.time_index.encode())]
-        {
+        for (extension, bytes) in [
+            ("index", self.offset_index.encode()),
+            ("timeindex", self.time_index.encode()),
+        ] {
             let path = self.index_path(extension);
             fs::write(&path, bytes).map_err(|source| LogError::io("writing", &path, source))?;
         }
@@ -294,7 +332,8 @@ impl Segment {
     }
 
     pub(crate) fn delete_files(&self) -> Result<(), LogError> {
-        fs::remove_file(&self.path).map_err(|source| LogError::io("deleting", &self.path, source))?;
+        fs::remove_file(&self.path)
+            .map_err(|source| LogError::io("deleting", &self.path, source))?;
         for extension in ["index", "timeindex"] {
             let path = self.index_path(extension);
             match fs::remove_file(&path) {
@@ -316,7 +355,8 @@ impl Segment {
         self.file
             .read_exact_at(&mut bytes, position)
             .map_err(|source| LogError::io("reading", &self.path, source))?;
-        let header = BatchHeader::parse(&bytes).map_err(|error| self.corrupt(position, error.to_string()))?;
+        let header = BatchHeader::parse(&bytes)
+            .map_err(|error| self.corrupt(position, error.to_string()))?;
         if position + header.total_len() as u64 > size {
             return Err(self.corrupt(position, "batch runs past the segment end".into()));
         }
@@ -324,14 +364,25 @@ impl Segment {
     }
 
     fn corrupt(&self, position: u64, reason: String) -> LogError {
-        LogError::Corrupt { path: self.path.clone(), position, reason }
+        LogError::Corrupt {
+            path: self.path.clone(),
+            position,
+            reason,
+        }
     }
 
     /// The base offset of the first batch starting at or after `position` (`next_offset` if
     /// none).
     pub(crate) fn offset_at_or_after(&self, position: u64) -> Result<i64, LogError> {
-        let start = self.offset_index.entries.partition_point(|&(_, at)| (at as u64) <= position);
-        let mut at = if start == 0 { 0 } else { self.offset_index.entries[start - 1].1 as u64 };
+        let start = self
+            .offset_index
+            .entries
+            .partition_point(|&(_, at)| (at as u64) <= position);
+        let mut at = if start == 0 {
+            0
+        } else {
+            self.offset_index.entries[start - 1].1 as u64
+        };
         while at < self.size {
             let header = self.read_header(at, self.size)?;
             if at >= position {
@@ -362,7 +413,12 @@ impl Segment {
     /// Whole batches from the one holding `offset` (or the next one), at most `max_bytes`
     /// unless the first batch alone is larger, all with last offset below `end_offset`.
     /// `None` if the segment has nothing at or after `offset`.
-    pub(crate) fn read(&self, offset: i64, max_bytes: usize, end_offset: i64) -> Result<Option<Bytes>, LogError> {
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Option<Bytes>, LogError> {
         let Some((position, first)) = self.find_batch(offset)? else {
             return Ok(None);
         };
@@ -401,7 +457,7 @@ impl Segment {
             let header = self.read_header(position, self.size)?;
             let total = header.total_len();
             if header.max_timestamp >= target {
-                let compressed = header.compression().map_or(true, |c| c != Compression::None);
+                let compressed = header.compression() != Ok(Compression::None);
                 if compressed || header.timestamp_type() == TimestampType::LogAppendTime {
                     return Ok(Some((header.base_offset, header.max_timestamp)));
                 }
@@ -409,12 +465,17 @@ impl Segment {
                 self.file
                     .read_exact_at(&mut batch, position)
                     .map_err(|source| LogError::io("reading", &self.path, source))?;
-                let records = records::records(&batch).map_err(|error| self.corrupt(position, error.to_string()))?;
+                let records = records::records(&batch)
+                    .map_err(|error| self.corrupt(position, error.to_string()))?;
                 for record in records {
-                    let record = record.map_err(|error| self.corrupt(position, error.to_string()))?;
+                    let record =
+                        record.map_err(|error| self.corrupt(position, error.to_string()))?;
                     let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
                     if timestamp >= target {
-                        return Ok(Some((header.base_offset + record.offset_delta as i64, timestamp)));
+                        return Ok(Some((
+                            header.base_offset + record.offset_delta as i64,
+                            timestamp,
+                        )));
                     }
                 }
             }

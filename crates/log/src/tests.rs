@@ -6,14 +6,22 @@ use records::{BatchBuilder, Compression, TimestampType};
 use super::*;
 
 fn config(segment_bytes: u64, index_interval_bytes: u32) -> LogConfig {
-    LogConfig { segment_bytes, index_interval_bytes, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes,
+        ..LogConfig::default()
+    }
 }
 
 /// A batch of `count` records with values `"{tag}-{i}"` and timestamps `timestamp_ms + i`.
 fn batch(tag: &str, count: usize, timestamp_ms: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new(0);
     for i in 0..count {
-        builder = builder.record(None, Some(format!("{tag}-{i}").as_bytes()), timestamp_ms + i as i64);
+        builder = builder.record(
+            None,
+            Some(format!("{tag}-{i}").as_bytes()),
+            timestamp_ms + i as i64,
+        );
     }
     builder.build()
 }
@@ -50,27 +58,65 @@ fn segment_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
 fn append_assigns_offsets_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
-    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.max_timestamp()), (0, 0, (-1, -1)));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.max_timestamp()
+        ),
+        (0, 0, (-1, -1))
+    );
     let info = append(&mut log, batch("a", 3, 100));
-    assert_eq!((info.base_offset, info.last_offset, info.max_timestamp, info.log_append_time_ms), (0, 2, 102, -1));
+    assert_eq!(
+        (
+            info.base_offset,
+            info.last_offset,
+            info.max_timestamp,
+            info.log_append_time_ms
+        ),
+        (0, 2, 102, -1)
+    );
     let mut set = batch("b", 1, 50);
     set.extend(batch("c", 2, 300));
     let info = append(&mut log, set);
-    assert_eq!((info.base_offset, info.last_offset, info.max_timestamp), (3, 5, 301));
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.max_timestamp),
+        (3, 5, 301)
+    );
     assert_eq!(log.log_end_offset(), 6);
     assert_eq!(log.max_timestamp(), (301, 4));
-    let expect: Vec<(i64, String)> =
-        [(0, "a-0"), (1, "a-1"), (2, "a-2"), (3, "b-0"), (4, "c-0"), (5, "c-1")]
-            .into_iter()
-            .map(|(offset, value)| (offset, value.to_string()))
-            .collect();
+    let expect: Vec<(i64, String)> = [
+        (0, "a-0"),
+        (1, "a-1"),
+        (2, "a-2"),
+        (3, "b-0"),
+        (4, "c-0"),
+        (5, "c-1"),
+    ]
+    .into_iter()
+    .map(|(offset, value)| (offset, value.to_string()))
+    .collect();
     assert_eq!(values(&log.read(0, 1 << 20).unwrap()), expect);
-    assert_eq!(values(&log.read(1, 1 << 20).unwrap())[0].0, 0, "whole batch holding offset 1");
+    assert_eq!(
+        values(&log.read(1, 1 << 20).unwrap())[0].0,
+        0,
+        "whole batch holding offset 1"
+    );
     assert_eq!(values(&log.read(4, 1 << 20).unwrap())[0].0, 4);
-    assert_eq!(values(&log.read(0, 1).unwrap()).len(), 3, "first batch even if over max_bytes");
+    assert_eq!(
+        values(&log.read(0, 1).unwrap()).len(),
+        3,
+        "first batch even if over max_bytes"
+    );
     assert!(log.read(6, 100).unwrap().is_empty());
-    assert!(matches!(log.read(7, 100), Err(LogError::OffsetOutOfRange { offset: 7, .. })));
-    assert!(matches!(log.read(-1, 100), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(7, 100),
+        Err(LogError::OffsetOutOfRange { offset: 7, .. })
+    ));
+    assert!(matches!(
+        log.read(-1, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     // The high watermark bound keeps whole batches below it.
     assert_eq!(values(&log.read_until(0, 1 << 20, 3).unwrap()).len(), 3);
     assert!(log.read_until(0, 1 << 20, 2).unwrap().is_empty());
@@ -95,13 +141,31 @@ fn log_append_time_rewrites_batches() {
 #[test]
 fn append_rejects_bad_input_without_appending() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = PartitionLog::open(dir.path(), LogConfig { max_message_bytes: 200, ..LogConfig::default() }).unwrap();
-    assert!(matches!(log.append(&mut [], 0, false), Err(LogError::InvalidRecords(RecordError::EmptyRecordSet))));
+    let mut log = PartitionLog::open(
+        dir.path(),
+        LogConfig {
+            max_message_bytes: 200,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        log.append(&mut [], 0, false),
+        Err(LogError::InvalidRecords(RecordError::EmptyRecordSet))
+    ));
     let mut torn = batch("a", 1, 0);
     torn.pop();
-    assert!(matches!(log.append(&mut torn, 0, false), Err(LogError::InvalidRecords(RecordError::Truncated { .. }))));
-    let mut big = BatchBuilder::new(0).record(None, Some(&[0; 300]), 0).build();
-    assert!(matches!(log.append(&mut big, 0, false), Err(LogError::RecordTooLarge { .. })));
+    assert!(matches!(
+        log.append(&mut torn, 0, false),
+        Err(LogError::InvalidRecords(RecordError::Truncated { .. }))
+    ));
+    let mut big = BatchBuilder::new(0)
+        .record(None, Some(&[0; 300]), 0)
+        .build();
+    assert!(matches!(
+        log.append(&mut big, 0, false),
+        Err(LogError::RecordTooLarge { .. })
+    ));
     let mut ok_then_big = batch("a", 1, 0);
     ok_then_big.extend(big);
     assert!(log.append(&mut ok_then_big, 0, false).is_err());
@@ -112,7 +176,14 @@ fn append_rejects_bad_input_without_appending() {
 fn rolls_by_size_and_time_and_reads_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let one = batch("x", 1, 0).len() as u64;
-    let mut log = PartitionLog::open(dir.path(), LogConfig { segment_ms: 1000, ..config(3 * one, 0) }).unwrap();
+    let mut log = PartitionLog::open(
+        dir.path(),
+        LogConfig {
+            segment_ms: 1000,
+            ..config(3 * one, 0)
+        },
+    )
+    .unwrap();
     for i in 0..7 {
         log.append(&mut batch("x", 1, i), 10, false).unwrap();
     }
@@ -128,7 +199,10 @@ fn rolls_by_size_and_time_and_reads_across_segments() {
     assert_eq!(names[1], "00000000000000000003.log");
     for offset in 0..8 {
         let read = values(&log.read(offset, 1 << 20).unwrap());
-        assert_eq!(read[0].0, offset, "a fetch starts at the batch holding {offset}");
+        assert_eq!(
+            read[0].0, offset,
+            "a fetch starts at the batch holding {offset}"
+        );
     }
     // One fetch reads from one segment.
     assert_eq!(values(&log.read(0, 1 << 20).unwrap()).len(), 3);
@@ -145,14 +219,43 @@ fn retention_by_bytes_and_time() {
         log.append(&mut batch("r", 1, i * 100), 0, false).unwrap();
     }
     assert_eq!(log.segment_count(), 3);
-    assert_eq!(log.apply_retention(10_000).unwrap(), 0, "unlimited by default");
-    log.set_config(LogConfig { retention_ms: 1000, ..*log.config() });
-    assert_eq!(log.apply_retention(1150).unwrap(), 1, "segment [0,1] has max ts 100 < 150");
+    assert_eq!(
+        log.apply_retention(10_000).unwrap(),
+        0,
+        "unlimited by default"
+    );
+    log.set_config(LogConfig {
+        retention_ms: 1000,
+        ..*log.config()
+    });
+    assert_eq!(
+        log.apply_retention(1150).unwrap(),
+        1,
+        "segment [0,1] has max ts 100 < 150"
+    );
     assert_eq!(log.log_start_offset(), 2);
-    assert!(matches!(log.read(1, 10), Err(LogError::OffsetOutOfRange { .. })));
-    log.set_config(LogConfig { retention_ms: -1, retention_bytes: 0, ..*log.config() });
-    assert_eq!(log.apply_retention(0).unwrap(), 1, "the active segment stays");
-    assert_eq!((log.log_start_offset(), log.segment_count(), log.size_bytes()), (4, 1, 2 * one));
+    assert!(matches!(
+        log.read(1, 10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    log.set_config(LogConfig {
+        retention_ms: -1,
+        retention_bytes: 0,
+        ..*log.config()
+    });
+    assert_eq!(
+        log.apply_retention(0).unwrap(),
+        1,
+        "the active segment stays"
+    );
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.segment_count(),
+            log.size_bytes()
+        ),
+        (4, 1, 2 * one)
+    );
     assert_eq!(segment_files(dir.path(), "log").len(), 1);
     assert_eq!(segment_files(dir.path(), "index").len(), 0);
     drop(log);
@@ -168,7 +271,9 @@ fn offset_for_timestamp_walks_records() {
     append(&mut log, batch("a", 3, 100));
     append(&mut log, batch("b", 1, 50));
     append(&mut log, batch("c", 2, 300));
-    let compressed = BatchBuilder::new(0).opaque_payload(Compression::Zstd, 4, 500, b"zz").build();
+    let compressed = BatchBuilder::new(0)
+        .opaque_payload(Compression::Zstd, 4, 500, b"zz")
+        .build();
     append(&mut log, compressed);
     let cases = [
         (0, Some((0, 100))),
@@ -182,7 +287,11 @@ fn offset_for_timestamp_walks_records() {
         (501, None),
     ];
     for (target, expect) in cases {
-        assert_eq!(log.offset_for_timestamp(target).unwrap(), expect, "target {target}");
+        assert_eq!(
+            log.offset_for_timestamp(target).unwrap(),
+            expect,
+            "target {target}"
+        );
     }
     assert_eq!(log.max_timestamp(), (500, 6));
 }
@@ -265,12 +374,24 @@ fn torn_tail_is_cut_at_every_byte() {
         fs::write(&path, &original[..cut as usize]).unwrap();
         let mut log = PartitionLog::open(dir.path(), config(1 << 20, 64)).unwrap();
         check_prefix(&log, end_before_last);
-        assert_eq!(fs::metadata(&path).unwrap().len(), last_start, "cut at {cut}");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            last_start,
+            "cut at {cut}"
+        );
         // The log goes on from there.
-        assert_eq!(append(&mut log, batch("again", 1, 0)).base_offset, end_before_last);
+        assert_eq!(
+            append(&mut log, batch("again", 1, 0)).base_offset,
+            end_before_last
+        );
     }
     // Garbage after the whole last batch is cut too.
-    for garbage in [&[0u8; 1][..], &[0; 100], &original[..61], &original[..original.len() / 2]] {
+    for garbage in [
+        &[0u8; 1][..],
+        &[0; 100],
+        &original[..61],
+        &original[..original.len() / 2],
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut bytes = original.clone();
         bytes.extend_from_slice(garbage);
@@ -300,14 +421,25 @@ fn missing_or_garbage_indexes_are_rebuilt() {
     let end_offset = ends.last().unwrap().1;
     let reference = PartitionLog::open(template.path(), config(6 * one, 64)).unwrap();
     assert!(reference.segment_count() > 3);
-    let expected: Vec<Bytes> = (0..end_offset).map(|o| reference.read(o, 300).unwrap()).collect();
-    let expected_times: Vec<_> = (0..40).map(|t| reference.offset_for_timestamp(t).unwrap()).collect();
+    let expected: Vec<Bytes> = (0..end_offset)
+        .map(|o| reference.read(o, 300).unwrap())
+        .collect();
+    let expected_times: Vec<_> = (0..40)
+        .map(|t| reference.offset_for_timestamp(t).unwrap())
+        .collect();
     drop(reference);
     let damages: [&dyn Fn(&Path); 5] = [
         &|path| fs::remove_file(path).unwrap(),
         &|path| fs::write(path, b"garbage").unwrap(),
         &|path| fs::write(path, [0xff; 16]).unwrap(),
-        &|path| OpenOptions::new().append(true).open(path).unwrap().write_all_at(&[0; 8], 0).unwrap(),
+        &|path| {
+            OpenOptions::new()
+                .append(true)
+                .open(path)
+                .unwrap()
+                .write_all_at(&[0; 8], 0)
+                .unwrap()
+        },
         &|path| fs::write(path, []).unwrap(),
     ];
     for extension in ["index", "timeindex"] {
@@ -321,12 +453,24 @@ fn missing_or_garbage_indexes_are_rebuilt() {
                 damage(&path);
             }
             let log = PartitionLog::open(dir.path(), config(6 * one, 64)).unwrap();
-            assert_eq!(log.log_end_offset(), end_offset, "{extension} damage {which}");
+            assert_eq!(
+                log.log_end_offset(),
+                end_offset,
+                "{extension} damage {which}"
+            );
             for offset in 0..end_offset {
-                assert_eq!(log.read(offset, 300).unwrap(), expected[offset as usize], "{extension} {which} {offset}");
+                assert_eq!(
+                    log.read(offset, 300).unwrap(),
+                    expected[offset as usize],
+                    "{extension} {which} {offset}"
+                );
             }
             for t in 0..40 {
-                assert_eq!(log.offset_for_timestamp(t).unwrap(), expected_times[t as usize], "{extension} {which} ts {t}");
+                assert_eq!(
+                    log.offset_for_timestamp(t).unwrap(),
+                    expected_times[t as usize],
+                    "{extension} {which} ts {t}"
+                );
             }
         }
     }
@@ -345,7 +489,10 @@ fn index_without_segment_is_removed_and_overlap_is_an_error() {
     drop(log);
     // A segment that starts inside the previous one.
     fs::write(dir.path().join(segment::file_name(3, "log")), []).unwrap();
-    assert!(matches!(PartitionLog::open(dir.path(), config(1 << 20, 64)), Err(LogError::Corrupt { .. })));
+    assert!(matches!(
+        PartitionLog::open(dir.path(), config(1 << 20, 64)),
+        Err(LogError::Corrupt { .. })
+    ));
 }
 
 // ---- Property test against a reference model ----
@@ -353,9 +500,19 @@ fn index_without_segment_is_removed_and_overlap_is_an_error() {
 #[derive(Debug, Clone)]
 enum Op {
     /// Batches of record timestamps; each record's value is unique.
-    Append { batches: Vec<Vec<i64>>, log_append_time: bool, clock_step_ms: i64 },
-    Read { pick: prop::sample::Index, max_bytes: usize, limit_back: i64 },
-    Lookup { timestamp_ms: i64 },
+    Append {
+        batches: Vec<Vec<i64>>,
+        log_append_time: bool,
+        clock_step_ms: i64,
+    },
+    Read {
+        pick: prop::sample::Index,
+        max_bytes: usize,
+        limit_back: i64,
+    },
+    Lookup {
+        timestamp_ms: i64,
+    },
     Retention,
     Flush,
     Reopen,
@@ -386,10 +543,7 @@ struct ModelRecord {
     timestamp_ms: i64,
 }
 
-fn check_model(
-    config: LogConfig,
-    ops: Vec<Op>,
-) -> Result<(), TestCaseError> {
+fn check_model(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), config).unwrap();
     let mut model: Vec<ModelRecord> = Vec::new();
@@ -399,7 +553,11 @@ fn check_model(
     let mut next_value = 0u64;
     for op in ops {
         match op {
-            Op::Append { batches, log_append_time, clock_step_ms } => {
+            Op::Append {
+                batches,
+                log_append_time,
+                clock_step_ms,
+            } => {
                 clock += clock_step_ms;
                 let mut set = Vec::new();
                 let mut added = Vec::new();
@@ -420,12 +578,21 @@ fn check_model(
                     if i == 0 {
                         batch_base = end;
                     }
-                    model.push(ModelRecord { offset: end, batch_base, value, timestamp_ms });
+                    model.push(ModelRecord {
+                        offset: end,
+                        batch_base,
+                        value,
+                        timestamp_ms,
+                    });
                     end += 1;
                 }
                 prop_assert_eq!(info.last_offset, end - 1);
             }
-            Op::Read { pick, max_bytes, limit_back } => {
+            Op::Read {
+                pick,
+                max_bytes,
+                limit_back,
+            } => {
                 let offset = start + pick.index((end - start + 1) as usize) as i64;
                 let limit = (end - limit_back).max(start);
                 let bytes = log.read_until(offset, max_bytes, limit).unwrap();
@@ -436,7 +603,9 @@ fn check_model(
                     batch_count += 1;
                     prop_assert!(header.last_offset() < limit);
                     if batch_count == 1 {
-                        prop_assert!(header.base_offset <= offset && offset <= header.last_offset());
+                        prop_assert!(
+                            header.base_offset <= offset && offset <= header.last_offset()
+                        );
                         expected = header.base_offset;
                     }
                     for record in records::records(&bytes[range]).unwrap() {
@@ -444,19 +613,35 @@ fn check_model(
                         let want = &model[expected as usize];
                         let timestamp_ms = match header.timestamp_type() {
                             TimestampType::LogAppendTime => header.max_timestamp,
-                            TimestampType::CreateTime => header.base_timestamp + record.timestamp_delta,
+                            TimestampType::CreateTime => {
+                                header.base_timestamp + record.timestamp_delta
+                            }
                         };
-                        prop_assert_eq!(header.base_offset + record.offset_delta as i64, want.offset);
+                        prop_assert_eq!(
+                            header.base_offset + record.offset_delta as i64,
+                            want.offset
+                        );
                         prop_assert_eq!(record.value.unwrap(), want.value.as_bytes());
                         prop_assert_eq!(timestamp_ms, want.timestamp_ms);
                         expected += 1;
                     }
                 }
                 prop_assert!(batch_count <= 1 || bytes.len() <= max_bytes);
-                let batch_holding = model.iter().find(|r| r.offset == offset).map(|r| r.batch_base);
-                let last_of_batch = model.iter().filter(|r| Some(r.batch_base) == batch_holding).map(|r| r.offset).max();
+                let batch_holding = model
+                    .iter()
+                    .find(|r| r.offset == offset)
+                    .map(|r| r.batch_base);
+                let last_of_batch = model
+                    .iter()
+                    .filter(|r| Some(r.batch_base) == batch_holding)
+                    .map(|r| r.offset)
+                    .max();
                 if offset < end && last_of_batch.is_some_and(|last| last < limit) {
-                    prop_assert!(batch_count >= 1, "read({}) below the limit returned nothing", offset);
+                    prop_assert!(
+                        batch_count >= 1,
+                        "read({}) below the limit returned nothing",
+                        offset
+                    );
                 }
             }
             Op::Lookup { timestamp_ms } => {
@@ -477,7 +662,11 @@ fn check_model(
                     prop_assert_eq!(new_start, start);
                 }
                 if new_start > start && config.retention_ms >= 0 && config.retention_bytes < 0 {
-                    let deleted_max = model.iter().filter(|r| r.offset >= start && r.offset < new_start).map(|r| r.timestamp_ms).max();
+                    let deleted_max = model
+                        .iter()
+                        .filter(|r| r.offset >= start && r.offset < new_start)
+                        .map(|r| r.timestamp_ms)
+                        .max();
                     prop_assert!(deleted_max.unwrap_or(-1) < clock - config.retention_ms);
                 }
                 if config.retention_bytes >= 0 {
@@ -498,7 +687,13 @@ fn check_model(
         prop_assert_eq!(log.log_end_offset(), end);
         prop_assert_eq!(log.log_start_offset(), start);
         let retained = model.iter().filter(|r| r.offset >= start);
-        let max = retained.fold((-1, -1), |best, r| if r.timestamp_ms > best.0 { (r.timestamp_ms, r.batch_base) } else { best });
+        let max = retained.fold((-1, -1), |best, r| {
+            if r.timestamp_ms > best.0 {
+                (r.timestamp_ms, r.batch_base)
+            } else {
+                best
+            }
+        });
         prop_assert_eq!(log.max_timestamp(), max);
     }
     Ok(())
@@ -511,13 +706,15 @@ fn arb_config() -> impl Strategy<Value = LogConfig> {
         prop_oneof![Just(-1i64), 0i64..2000],
         prop_oneof![Just(-1i64), 0i64..3000],
     )
-        .prop_map(|(segment_bytes, index_interval_bytes, retention_ms, retention_bytes)| LogConfig {
-            segment_bytes,
-            index_interval_bytes,
-            retention_ms,
-            retention_bytes,
-            ..LogConfig::default()
-        })
+        .prop_map(
+            |(segment_bytes, index_interval_bytes, retention_ms, retention_bytes)| LogConfig {
+                segment_bytes,
+                index_interval_bytes,
+                retention_ms,
+                retention_bytes,
+                ..LogConfig::default()
+            },
+        )
 }
 
 proptest! {

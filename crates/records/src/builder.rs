@@ -1,7 +1,9 @@
 //! Builds v2 batches. For tests and tools: a real producer's batches come from the client.
 
 use crate::record::{put_varint, put_varlong};
-use crate::{ATTRIBUTES_AT, BATCH_HEADER_LEN, CRC_AT, CRC_START, Compression, LOG_OVERHEAD, MAGIC_V2};
+use crate::{
+    ATTRIBUTES_AT, BATCH_HEADER_LEN, CRC_AT, CRC_START, Compression, LOG_OVERHEAD, MAGIC_V2,
+};
 
 /// The idempotent-producer fields of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,8 +15,11 @@ pub struct ProducerIdentity {
 
 impl ProducerIdentity {
     /// A producer without idempotence: every field is -1.
-    pub const NONE: ProducerIdentity =
-        ProducerIdentity { producer_id: -1, producer_epoch: -1, base_sequence: -1 };
+    pub const NONE: ProducerIdentity = ProducerIdentity {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
 }
 
 impl Default for ProducerIdentity {
@@ -102,7 +107,10 @@ impl BatchBuilder {
             key: key.map(<[u8]>::to_vec),
             value: value.map(<[u8]>::to_vec),
             timestamp_ms,
-            headers: headers.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                .collect(),
         });
         self
     }
@@ -132,7 +140,12 @@ impl BatchBuilder {
             }
             None => {
                 let base_timestamp = self.records.first().map_or(-1, |r| r.timestamp_ms);
-                let max_timestamp = self.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(-1);
+                let max_timestamp = self
+                    .records
+                    .iter()
+                    .map(|r| r.timestamp_ms)
+                    .max()
+                    .unwrap_or(-1);
                 let mut body = Vec::new();
                 for (index, record) in self.records.iter().enumerate() {
                     body.clear();
@@ -192,10 +205,13 @@ fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// A record for [`build_uncompressed_batch`]: `(key, value, timestamp_ms)`.
+pub type SimpleRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
+
 /// One uncompressed batch of `(key, value, timestamp_ms)` records. For tests and tools.
 pub fn build_uncompressed_batch(
     base_offset: i64,
-    records: &[(Option<&[u8]>, Option<&[u8]>, i64)],
+    records: &[SimpleRecord<'_>],
     producer: ProducerIdentity,
 ) -> Vec<u8> {
     let mut builder = BatchBuilder::new(base_offset).producer(producer);

@@ -19,7 +19,7 @@ mod record;
 
 use std::ops::Range;
 
-pub use builder::{BatchBuilder, ProducerIdentity, build_uncompressed_batch};
+pub use builder::{BatchBuilder, ProducerIdentity, SimpleRecord, build_uncompressed_batch};
 pub use record::{Header, HeaderIter, Record, RecordIter, records};
 
 /// Bytes in a v2 batch header, from `baseOffset` to the end of `recordCount`.
@@ -59,11 +59,18 @@ pub enum RecordError {
     CorruptMessage { expected: u32, actual: u32 },
     #[error("unknown compression codec {codec} in batch attributes")]
     UnknownCompression { codec: i16 },
-    #[error("batch record count {record_count} does not match last offset delta {last_offset_delta}")]
-    InvalidRecordCount { record_count: i32, last_offset_delta: i32 },
+    #[error(
+        "batch record count {record_count} does not match last offset delta {last_offset_delta}"
+    )]
+    InvalidRecordCount {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
     #[error("record {index} of the batch is invalid: {reason}")]
     InvalidRecord { index: i32, reason: &'static str },
-    #[error("batch is compressed ({compression:?}); its records cannot be read without decompressing")]
+    #[error(
+        "batch is compressed ({compression:?}); its records cannot be read without decompressing"
+    )]
     Compressed { compression: Compression },
     #[error("empty record set")]
     EmptyRecordSet,
@@ -72,7 +79,10 @@ pub enum RecordError {
 impl RecordError {
     /// True for errors Kafka reports as INVALID_RECORD (87) rather than CORRUPT_MESSAGE (2).
     pub fn is_invalid_record(&self) -> bool {
-        matches!(self, RecordError::InvalidRecordCount { .. } | RecordError::InvalidRecord { .. })
+        matches!(
+            self,
+            RecordError::InvalidRecordCount { .. } | RecordError::InvalidRecord { .. }
+        )
     }
 }
 
@@ -138,7 +148,10 @@ impl BatchHeader {
     /// the magic is 2 and that `batch_length` can hold a header; see [`validate_batch`].
     pub fn parse(bytes: &[u8]) -> Result<BatchHeader, RecordError> {
         if bytes.len() < BATCH_HEADER_LEN {
-            return Err(RecordError::Truncated { needed: BATCH_HEADER_LEN, available: bytes.len() });
+            return Err(RecordError::Truncated {
+                needed: BATCH_HEADER_LEN,
+                available: bytes.len(),
+            });
         }
         let magic = bytes[MAGIC_AT] as i8;
         if magic != MAGIC_V2 {
@@ -160,7 +173,9 @@ impl BatchHeader {
             record_count: get_i32(bytes, 57),
         };
         if (header.batch_length as i64) < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i64 {
-            return Err(RecordError::InvalidBatchLength { batch_length: header.batch_length });
+            return Err(RecordError::InvalidBatchLength {
+                batch_length: header.batch_length,
+            });
         }
         Ok(header)
     }
@@ -201,7 +216,11 @@ impl BatchHeader {
             return -1;
         }
         let last = self.base_sequence as i64 + self.last_offset_delta as i64;
-        if last > i32::MAX as i64 { (last - i32::MAX as i64 - 1) as i32 } else { last as i32 }
+        if last > i32::MAX as i64 {
+            (last - i32::MAX as i64 - 1) as i32
+        } else {
+            last as i32
+        }
     }
 }
 
@@ -261,12 +280,18 @@ fn check_frame_and_crc(bytes: &[u8]) -> Result<BatchHeader, RecordError> {
     let header = BatchHeader::parse(bytes)?;
     let total = header.total_len();
     if bytes.len() < total {
-        return Err(RecordError::Truncated { needed: total, available: bytes.len() });
+        return Err(RecordError::Truncated {
+            needed: total,
+            available: bytes.len(),
+        });
     }
     header.compression()?;
     let actual = crc32c::crc32c(&bytes[CRC_START..total]);
     if actual != header.crc {
-        return Err(RecordError::CorruptMessage { expected: header.crc, actual });
+        return Err(RecordError::CorruptMessage {
+            expected: header.crc,
+            actual,
+        });
     }
     Ok(header)
 }
@@ -292,7 +317,12 @@ pub struct BatchIter<'a> {
 
 impl<'a> BatchIter<'a> {
     pub fn new(bytes: &'a [u8], validation: Validation) -> BatchIter<'a> {
-        BatchIter { bytes, position: 0, validation, failed: false }
+        BatchIter {
+            bytes,
+            position: 0,
+            validation,
+            failed: false,
+        }
     }
 
     /// Where the next batch starts (after an error: where the bad batch starts).
@@ -348,7 +378,10 @@ pub fn validate_record_set(bytes: &[u8]) -> Result<Vec<(BatchHeader, Range<usize
 
 fn check_len(batch: &[u8], needed: usize) -> Result<(), RecordError> {
     if batch.len() < needed {
-        return Err(RecordError::Truncated { needed, available: batch.len() });
+        return Err(RecordError::Truncated {
+            needed,
+            available: batch.len(),
+        });
     }
     Ok(())
 }

@@ -16,7 +16,10 @@ pub struct Record<'a> {
 
 impl<'a> Record<'a> {
     pub fn headers(&self) -> HeaderIter<'a> {
-        HeaderIter { bytes: self.headers, remaining: self.header_count }
+        HeaderIter {
+            bytes: self.headers,
+            remaining: self.header_count,
+        }
     }
 }
 
@@ -42,7 +45,10 @@ impl<'a> Iterator for HeaderIter<'a> {
             return None;
         }
         self.remaining -= 1;
-        let mut cursor = Cursor { bytes: self.bytes, position: 0 };
+        let mut cursor = Cursor {
+            bytes: self.bytes,
+            position: 0,
+        };
         let header = read_header(&mut cursor).ok()?;
         self.bytes = &self.bytes[cursor.position..];
         Some(header)
@@ -56,7 +62,10 @@ pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, RecordError> {
     let header = BatchHeader::parse(batch)?;
     let total = header.total_len();
     if batch.len() < total {
-        return Err(RecordError::Truncated { needed: total, available: batch.len() });
+        return Err(RecordError::Truncated {
+            needed: total,
+            available: batch.len(),
+        });
     }
     let compression = header.compression()?;
     if compression != Compression::None {
@@ -93,7 +102,10 @@ impl<'a> Iterator for RecordIter<'a> {
             if self.position == self.bytes.len() {
                 return None;
             }
-            Err(RecordError::InvalidRecord { index, reason: "bytes left after the last record" })
+            Err(RecordError::InvalidRecord {
+                index,
+                reason: "bytes left after the last record",
+            })
         } else if self.position == self.bytes.len() {
             Err(RecordError::InvalidRecord {
                 index,
@@ -118,15 +130,23 @@ impl<'a> Iterator for RecordIter<'a> {
 
 impl<'a> RecordIter<'a> {
     fn read_record(&mut self) -> Result<Record<'a>, &'static str> {
-        let mut outer = Cursor { bytes: self.bytes, position: self.position };
+        let mut outer = Cursor {
+            bytes: self.bytes,
+            position: self.position,
+        };
         let length = outer.varint()?;
         if length < 0 {
             return Err("negative record length");
         }
-        let body = outer.take(length as usize).map_err(|_| "record length runs past the batch")?;
+        let body = outer
+            .take(length as usize)
+            .map_err(|_| "record length runs past the batch")?;
         self.position = outer.position;
 
-        let mut cursor = Cursor { bytes: body, position: 0 };
+        let mut cursor = Cursor {
+            bytes: body,
+            position: 0,
+        };
         let attributes = cursor.u8()? as i8;
         let timestamp_delta = cursor.varlong()?;
         let offset_delta = cursor.varint()?;
@@ -168,14 +188,23 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, &'static str> {
-        let byte = *self.bytes.get(self.position).ok_or("record runs past its length")?;
+        let byte = *self
+            .bytes
+            .get(self.position)
+            .ok_or("record runs past its length")?;
         self.position += 1;
         Ok(byte)
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], &'static str> {
-        let end = self.position.checked_add(len).ok_or("field length overflows")?;
-        let slice = self.bytes.get(self.position..end).ok_or("field runs past the record")?;
+        let end = self
+            .position
+            .checked_add(len)
+            .ok_or("field length overflows")?;
+        let slice = self
+            .bytes
+            .get(self.position..end)
+            .ok_or("field runs past the record")?;
         self.position = end;
         Ok(slice)
     }

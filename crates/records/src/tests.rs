@@ -5,7 +5,11 @@ use super::*;
 fn simple(count: usize) -> Vec<u8> {
     let mut builder = BatchBuilder::new(0);
     for i in 0..count {
-        builder = builder.record(Some(format!("k{i}").as_bytes()), Some(b"value"), 1_000 + i as i64);
+        builder = builder.record(
+            Some(format!("k{i}").as_bytes()),
+            Some(b"value"),
+            1_000 + i as i64,
+        );
     }
     builder.build()
 }
@@ -31,22 +35,54 @@ fn valid_batches() {
     check(&simple(1), Ok(()));
     check(&simple(3), Ok(()));
     check(&BatchBuilder::new(7).record(None, None, -1).build(), Ok(()));
-    check(&BatchBuilder::new(0).record(Some(&[0; 300]), Some(&[1; 70_000]), 5).build(), Ok(()));
     check(
-        &BatchBuilder::new(0).record_with_headers(None, Some(b"v"), 1, &[(b"h", None)]).build(),
+        &BatchBuilder::new(0)
+            .record(Some(&[0; 300]), Some(&[1; 70_000]), 5)
+            .build(),
         Ok(()),
     );
-    check(&BatchBuilder::new(0).opaque_payload(Compression::Zstd, 5, 9, b"garbage").build(), Ok(()));
-    check(&BatchBuilder::new(0).opaque_payload(Compression::Gzip, 1, 9, b"").build(), Ok(()));
+    check(
+        &BatchBuilder::new(0)
+            .record_with_headers(None, Some(b"v"), 1, &[(b"h", None)])
+            .build(),
+        Ok(()),
+    );
+    check(
+        &BatchBuilder::new(0)
+            .opaque_payload(Compression::Zstd, 5, 9, b"garbage")
+            .build(),
+        Ok(()),
+    );
+    check(
+        &BatchBuilder::new(0)
+            .opaque_payload(Compression::Gzip, 1, 9, b"")
+            .build(),
+        Ok(()),
+    );
 }
 
 #[test]
 fn invalid_framing() {
     let batch = simple(2);
     let len = batch.len();
-    check(&batch[..60], Err(RecordError::Truncated { needed: 61, available: 60 }));
-    check(&batch[..len - 1], Err(RecordError::Truncated { needed: len, available: len - 1 }));
-    check(&edit(batch.clone(), MAGIC_AT, &[1]), Err(RecordError::BadMagic { magic: 1 }));
+    check(
+        &batch[..60],
+        Err(RecordError::Truncated {
+            needed: 61,
+            available: 60,
+        }),
+    );
+    check(
+        &batch[..len - 1],
+        Err(RecordError::Truncated {
+            needed: len,
+            available: len - 1,
+        }),
+    );
+    check(
+        &edit(batch.clone(), MAGIC_AT, &[1]),
+        Err(RecordError::BadMagic { magic: 1 }),
+    );
     check(
         &edit(batch.clone(), BATCH_LENGTH_AT, &48i32.to_be_bytes()),
         Err(RecordError::InvalidBatchLength { batch_length: 48 }),
@@ -66,21 +102,38 @@ fn crc_mismatch() {
     let mut batch = simple(1);
     let last = batch.len() - 1;
     batch[last] ^= 1;
-    assert!(matches!(validate_batch(&batch), Err(RecordError::CorruptMessage { .. })));
+    assert!(matches!(
+        validate_batch(&batch),
+        Err(RecordError::CorruptMessage { .. })
+    ));
 }
 
 #[test]
 fn invalid_counts() {
     let count = |record_count: i32, last_offset_delta: i32| {
-        Err(RecordError::InvalidRecordCount { record_count, last_offset_delta })
+        Err(RecordError::InvalidRecordCount {
+            record_count,
+            last_offset_delta,
+        })
     };
     check(&BatchBuilder::new(0).build(), count(0, -1));
     check(&edit(simple(2), 23, &5i32.to_be_bytes()), count(2, 5));
     check(&edit(simple(2), 57, &1i32.to_be_bytes()), count(1, 1));
     // Both fields agree but the records say otherwise.
-    let three = edit(edit(simple(2), 23, &2i32.to_be_bytes()), 57, &3i32.to_be_bytes());
-    check(&three, invalid(2, "batch holds fewer records than its record count"));
-    let one = edit(edit(simple(2), 23, &0i32.to_be_bytes()), 57, &1i32.to_be_bytes());
+    let three = edit(
+        edit(simple(2), 23, &2i32.to_be_bytes()),
+        57,
+        &3i32.to_be_bytes(),
+    );
+    check(
+        &three,
+        invalid(2, "batch holds fewer records than its record count"),
+    );
+    let one = edit(
+        edit(simple(2), 23, &0i32.to_be_bytes()),
+        57,
+        &1i32.to_be_bytes(),
+    );
     check(&one, invalid(1, "bytes left after the last record"));
 }
 
@@ -88,18 +141,36 @@ fn invalid_counts() {
 fn invalid_records() {
     // First record starts at 61: length varint, attributes, timestampDelta, offsetDelta, key...
     let batch = simple(1);
-    check(&edit(batch.clone(), 61, &[0x01]), invalid(0, "negative record length"));
-    check(&edit(batch.clone(), 61, &[0x7e]), invalid(0, "record length runs past the batch"));
-    check(&edit(batch.clone(), 61, &[0x02]), invalid(0, "record runs past its length"));
+    check(
+        &edit(batch.clone(), 61, &[0x01]),
+        invalid(0, "negative record length"),
+    );
+    check(
+        &edit(batch.clone(), 61, &[0x7e]),
+        invalid(0, "record length runs past the batch"),
+    );
+    check(
+        &edit(batch.clone(), 61, &[0x02]),
+        invalid(0, "record runs past its length"),
+    );
     let two = simple(2);
     let longer = two[61] + 2; // zigzag: one byte more
-    check(&edit(two, 61, &[longer]), invalid(0, "record length does not match its fields"));
+    check(
+        &edit(two, 61, &[longer]),
+        invalid(0, "record length does not match its fields"),
+    );
     check(
         &edit(batch.clone(), 64, &[0x02]),
         invalid(0, "offset delta is not the record's position in the batch"),
     );
-    check(&edit(batch.clone(), 65, &[0x03]), invalid(0, "negative field length"));
-    check(&edit(batch.clone(), 65, &[0x7e]), invalid(0, "field runs past the record"));
+    check(
+        &edit(batch.clone(), 65, &[0x03]),
+        invalid(0, "negative field length"),
+    );
+    check(
+        &edit(batch.clone(), 65, &[0x7e]),
+        invalid(0, "field runs past the record"),
+    );
     let long_varint = edit(batch.clone(), 64, &[0xff, 0xff, 0xff, 0xff, 0xff]);
     check(&long_varint, invalid(0, "varint longer than 5 bytes"));
     let null_header = BatchBuilder::new(0).record_with_headers(None, None, 1, &[(b"h", None)]);
@@ -113,7 +184,11 @@ fn invalid_records() {
 
 #[test]
 fn header_fields_and_helpers() {
-    let producer = ProducerIdentity { producer_id: 9, producer_epoch: 2, base_sequence: 5 };
+    let producer = ProducerIdentity {
+        producer_id: 9,
+        producer_epoch: 2,
+        base_sequence: 5,
+    };
     let batch = BatchBuilder::new(100)
         .producer(producer)
         .partition_leader_epoch(3)
@@ -128,24 +203,44 @@ fn header_fields_and_helpers() {
     assert_eq!(header.total_len(), batch.len());
     assert_eq!(header.partition_leader_epoch, 3);
     assert_eq!((header.base_timestamp, header.max_timestamp), (50, 70));
-    assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (9, 2, 5));
+    assert_eq!(
+        (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence
+        ),
+        (9, 2, 5)
+    );
     assert_eq!(header.last_sequence(), 7);
     assert!(header.is_transactional() && !header.is_control());
     assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
     assert_eq!(header.compression(), Ok(Compression::None));
-    let timestamps: Vec<i64> =
-        records(&batch).unwrap().map(|r| header.base_timestamp + r.unwrap().timestamp_delta).collect();
+    let timestamps: Vec<i64> = records(&batch)
+        .unwrap()
+        .map(|r| header.base_timestamp + r.unwrap().timestamp_delta)
+        .collect();
     assert_eq!(timestamps, [50, 40, 70]);
 }
 
 #[test]
 fn last_sequence_wraps() {
     let mut header = BatchHeader::parse(&simple(1)).unwrap();
-    let cases = [(-1, 4, -1), (0, 0, 0), (0, 4, 4), (i32::MAX, 0, i32::MAX), (i32::MAX, 1, 0), (i32::MAX - 1, 3, 1)];
+    let cases = [
+        (-1, 4, -1),
+        (0, 0, 0),
+        (0, 4, 4),
+        (i32::MAX, 0, i32::MAX),
+        (i32::MAX, 1, 0),
+        (i32::MAX - 1, 3, 1),
+    ];
     for (base_sequence, last_offset_delta, expect) in cases {
         header.base_sequence = base_sequence;
         header.last_offset_delta = last_offset_delta;
-        assert_eq!(header.last_sequence(), expect, "{base_sequence} + {last_offset_delta}");
+        assert_eq!(
+            header.last_sequence(),
+            expect,
+            "{base_sequence} + {last_offset_delta}"
+        );
     }
 }
 
@@ -157,12 +252,37 @@ fn records_and_headers_are_borrowed() {
         .build();
     let all: Vec<Record> = records(&batch).unwrap().map(Result::unwrap).collect();
     assert_eq!(all.len(), 2);
-    assert_eq!((all[0].key, all[0].value, all[0].offset_delta), (Some(&b"key"[..]), None, 0));
+    assert_eq!(
+        (all[0].key, all[0].value, all[0].offset_delta),
+        (Some(&b"key"[..]), None, 0)
+    );
     let headers: Vec<Header> = all[0].headers().collect();
-    assert_eq!(headers, [Header { key: b"a", value: Some(b"1") }, Header { key: b"b", value: None }]);
-    assert_eq!((all[1].key, all[1].value, all[1].timestamp_delta), (None, Some(&b"v2"[..]), 2));
-    let compressed = BatchBuilder::new(0).opaque_payload(Compression::Lz4, 1, 0, b"x").build();
-    assert!(matches!(records(&compressed), Err(RecordError::Compressed { compression: Compression::Lz4 })));
+    assert_eq!(
+        headers,
+        [
+            Header {
+                key: b"a",
+                value: Some(b"1")
+            },
+            Header {
+                key: b"b",
+                value: None
+            }
+        ]
+    );
+    assert_eq!(
+        (all[1].key, all[1].value, all[1].timestamp_delta),
+        (None, Some(&b"v2"[..]), 2)
+    );
+    let compressed = BatchBuilder::new(0)
+        .opaque_payload(Compression::Lz4, 1, 0, b"x")
+        .build();
+    assert!(matches!(
+        records(&compressed),
+        Err(RecordError::Compressed {
+            compression: Compression::Lz4
+        })
+    ));
 }
 
 #[test]
@@ -171,12 +291,18 @@ fn mutators() {
     set_base_offset(&mut batch, 1 << 40).unwrap();
     set_partition_leader_epoch(&mut batch, 12).unwrap();
     let header = validate_batch(&batch).unwrap();
-    assert_eq!((header.base_offset, header.partition_leader_epoch), (1 << 40, 12));
+    assert_eq!(
+        (header.base_offset, header.partition_leader_epoch),
+        (1 << 40, 12)
+    );
 
     set_log_append_time(&mut batch, 99_999).unwrap();
     let after = validate_batch(&batch).unwrap();
     assert_eq!(after.timestamp_type(), TimestampType::LogAppendTime);
-    assert_eq!((after.base_timestamp, after.max_timestamp), (header.base_timestamp, 99_999));
+    assert_eq!(
+        (after.base_timestamp, after.max_timestamp),
+        (header.base_timestamp, 99_999)
+    );
     assert_eq!(after.compression(), Ok(Compression::None));
 
     let mut short = vec![0u8; 10];
@@ -188,7 +314,11 @@ fn mutators() {
 fn record_sets() {
     let mut set = simple(1);
     set.extend(simple(3));
-    set.extend(BatchBuilder::new(0).opaque_payload(Compression::Snappy, 2, 1, b"zz").build());
+    set.extend(
+        BatchBuilder::new(0)
+            .opaque_payload(Compression::Snappy, 2, 1, b"zz")
+            .build(),
+    );
     let ranges: Vec<_> = batches(&set).map(|b| b.unwrap().1).collect();
     assert_eq!(ranges.len(), 3);
     assert_eq!(ranges[2].end, set.len());
@@ -227,7 +357,10 @@ fn arb_batch() -> impl Strategy<Value = Vec<u8>> {
     (
         any::<i64>(),
         proptest::collection::vec(arb_record(), 1..8),
-        proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..8), any::<bool>()), 0..3),
+        proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..8), any::<bool>()),
+            0..3,
+        ),
     )
         .prop_map(|(base_offset, records, headers)| {
             let headers: Vec<(&[u8], Option<&[u8]>)> = headers
@@ -236,7 +369,12 @@ fn arb_batch() -> impl Strategy<Value = Vec<u8>> {
                 .collect();
             let mut builder = BatchBuilder::new(base_offset);
             for (key, value, timestamp) in &records {
-                builder = builder.record_with_headers(key.as_deref(), value.as_deref(), *timestamp, &headers);
+                builder = builder.record_with_headers(
+                    key.as_deref(),
+                    value.as_deref(),
+                    *timestamp,
+                    &headers,
+                );
             }
             builder.build()
         })

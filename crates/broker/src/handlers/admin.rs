@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -31,7 +33,11 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -146,14 +152,20 @@ pub fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest) -> Dele
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = request
         .topics
         .into_iter()
         .map(|wanted| {
             let name = wanted.name.0.to_string();
             let result = CreatePartitionsTopicResult::default().with_name(wanted.name);
-            match broker.topics.add_partitions(&name, wanted.count, request.validate_only) {
+            match broker
+                .topics
+                .add_partitions(&name, wanted.count, request.validate_only)
+            {
                 Ok(()) => result,
                 Err(error) => result
                     .with_error_code(error.code())
@@ -164,7 +176,11 @@ pub fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest)
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    broker: &Arc<Broker>,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
@@ -195,11 +211,17 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, v
                             let mut entry = DescribeConfigsResourceResult::default()
                                 .with_name(StrBytes::from_static_str(def.name))
                                 .with_value(Some(text(value)))
-                                .with_config_source(if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC });
+                                .with_config_source(if is_default {
+                                    SOURCE_DEFAULT
+                                } else {
+                                    SOURCE_TOPIC
+                                });
                             if version >= 3 {
                                 entry = entry.with_config_type(def.kind.wire_type());
                                 if request.include_documentation {
-                                    entry = entry.with_documentation(Some(StrBytes::from_static_str(def.doc)));
+                                    entry = entry.with_documentation(Some(
+                                        StrBytes::from_static_str(def.doc),
+                                    ));
                                 }
                             }
                             entry
@@ -210,9 +232,17 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, v
                 RESOURCE_BROKER => {
                     let config = &broker.config;
                     let entries = [
-                        ("auto.create.topics.enable", config.auto_create_topics.to_string(), 1),
+                        (
+                            "auto.create.topics.enable",
+                            config.auto_create_topics.to_string(),
+                            1,
+                        ),
                         ("num.partitions", config.num_partitions.to_string(), 3),
-                        ("socket.request.max.bytes", SOCKET_REQUEST_MAX_BYTES.to_string(), 3),
+                        (
+                            "socket.request.max.bytes",
+                            SOCKET_REQUEST_MAX_BYTES.to_string(),
+                            3,
+                        ),
                         ("log.dirs", config.data_dir.display().to_string(), 2),
                     ];
                     let configs = entries
@@ -254,7 +284,10 @@ fn alter_topic(
             "only topic configs can be altered; broker configs are set at start-up",
         ));
     }
-    let topic = broker.topics.get(name).ok_or_else(|| KafkaError::unknown_topic(name))?;
+    let topic = broker
+        .topics
+        .get(name)
+        .ok_or_else(|| KafkaError::unknown_topic(name))?;
     let mut config = topic.config();
     change(&mut config)?;
     if !validate_only {
@@ -276,9 +309,10 @@ pub fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> Alte
                 request.validate_only,
                 |config| {
                     // AlterConfigs replaces the whole set of overrides.
-                    *config = TopicConfig::from_pairs(resource.configs.iter().map(|entry| {
-                        (entry.name.as_str(), entry.value.as_deref().unwrap_or(""))
-                    }))?;
+                    *config =
+                        TopicConfig::from_pairs(resource.configs.iter().map(|entry| {
+                            (entry.name.as_str(), entry.value.as_deref().unwrap_or(""))
+                        }))?;
                     Ok(())
                 },
             );

@@ -63,7 +63,10 @@ mod tests {
     fn advertised_versions_are_within_the_codec() {
         for (key, min, max) in SUPPORTED {
             let codec = key.valid_versions();
-            assert!(codec.min <= *min && *max <= codec.max, "{key:?} {min}..={max} vs {codec:?}");
+            assert!(
+                codec.min <= *min && *max <= codec.max,
+                "{key:?} {min}..={max} vs {codec:?}"
+            );
         }
     }
 }

@@ -15,7 +15,10 @@ use super::text;
 
 /// Hands out a producer id for an idempotent producer. A producer that asks to bump its epoch
 /// (KIP-360, after an error it cannot otherwise recover from) keeps its id with the next epoch.
-pub fn init_producer_id(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub fn init_producer_id(
+    broker: &Arc<Broker>,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let refused = |error: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(error.code())
@@ -42,7 +45,10 @@ pub fn init_producer_id(broker: &Arc<Broker>, request: InitProducerIdRequest) ->
     }
 }
 
-pub fn describe_cluster(broker: &Arc<Broker>, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    _request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let config = &broker.config;
     DescribeClusterResponse::default()
         .with_cluster_id(text(config.cluster_id.clone()))

@@ -108,5 +108,11 @@ fn read(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, bool)
                 .with_partitions(partitions)
         })
         .collect();
-    (FetchResponse::default().with_session_id(0).with_responses(responses), total, failed)
+    (
+        FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(responses),
+        total,
+        failed,
+    )
 }

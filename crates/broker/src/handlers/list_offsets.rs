@@ -18,7 +18,11 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     // Leader epochs exist on the wire from v4.
     let leader_epoch = if version >= 4 { 0 } else { -1 };
     let topics = request
@@ -37,9 +41,13 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
                         .as_ref()
                         .ok_or_else(|| KafkaError::unknown_topic(&name))
                         .and_then(|topic| {
-                            topic.partition(index).ok_or_else(|| KafkaError::unknown_partition(&name, index))
+                            topic
+                                .partition(index)
+                                .ok_or_else(|| KafkaError::unknown_partition(&name, index))
                         });
-                    match partition.and_then(|partition| lookup(&partition, wanted_partition.timestamp)) {
+                    match partition
+                        .and_then(|partition| lookup(&partition, wanted_partition.timestamp))
+                    {
                         Ok((offset, timestamp)) => base
                             .with_offset(offset)
                             .with_timestamp(timestamp)
@@ -51,7 +59,9 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(wanted.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(wanted.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
@@ -64,7 +74,11 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), KafkaErro
         EARLIEST | EARLIEST_LOCAL => Ok((partition.log_start_offset(), -1)),
         MAX_TIMESTAMP => {
             let (timestamp, offset) = partition.max_timestamp();
-            Ok(if offset < 0 { (-1, -1) } else { (offset, timestamp) })
+            Ok(if offset < 0 {
+                (-1, -1)
+            } else {
+                (offset, timestamp)
+            })
         }
         target => match partition.batch_for_timestamp(target)? {
             Some(batch) => Ok(first_at_or_after(batch, target).unwrap_or((-1, -1))),
@@ -79,7 +93,8 @@ fn first_at_or_after(mut batch: Bytes, target: i64) -> Option<(i64, i64)> {
     let header = records::BatchHeader::parse(&batch).ok()?;
     if header.timestamp_type() == records::TimestampType::LogAppendTime {
         // Every record of the batch carries the broker's append time.
-        return (header.max_timestamp >= target).then_some((header.base_offset, header.max_timestamp));
+        return (header.max_timestamp >= target)
+            .then_some((header.base_offset, header.max_timestamp));
     }
     let set = RecordBatchDecoder::decode(&mut batch).ok()?;
     set.records

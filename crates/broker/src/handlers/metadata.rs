@@ -37,7 +37,12 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
     let allow_create =
         config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let topics = match names {
-        None => broker.topics.all().iter().map(|topic| describe(broker, topic)).collect(),
+        None => broker
+            .topics
+            .all()
+            .iter()
+            .map(|topic| describe(broker, topic))
+            .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| {
@@ -48,17 +53,15 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
                 if let Some(topic) = broker.topics.get(&name) {
                     return describe(broker, &topic);
                 }
-                let missing = MetadataResponseTopic::default()
-                    .with_name(Some(TopicName(text(name.clone()))));
+                let missing =
+                    MetadataResponseTopic::default().with_name(Some(TopicName(text(name.clone()))));
                 if !allow_create {
                     return missing.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                 }
-                match broker.topics.create(
-                    &name,
-                    config.num_partitions,
-                    1,
-                    TopicConfig::default(),
-                ) {
+                match broker
+                    .topics
+                    .create(&name, config.num_partitions, 1, TopicConfig::default())
+                {
                     Ok(topic) => describe(broker, &topic),
                     Err(error) => {
                         // Lost a race with another creator: describe what exists.

@@ -104,7 +104,9 @@ fn append(
     acks: i16,
 ) -> Result<(Appended, Arc<Partition>), KafkaError> {
     let topic = topic.ok_or_else(|| KafkaError::unknown_topic(name))?;
-    let partition = topic.partition(index).ok_or_else(|| KafkaError::unknown_partition(name, index))?;
+    let partition = topic
+        .partition(index)
+        .ok_or_else(|| KafkaError::unknown_partition(name, index))?;
     let config = topic.config();
     if acks == -1 && config.min_insync_replicas() > 1 {
         return Err(KafkaError::new(
@@ -115,9 +117,14 @@ fn append(
             ),
         ));
     }
-    let records = records.filter(|records| !records.is_empty()).ok_or_else(|| {
-        KafkaError::new(ResponseError::InvalidRecord, "the produce request carries no records")
-    })?;
+    let records = records
+        .filter(|records| !records.is_empty())
+        .ok_or_else(|| {
+            KafkaError::new(
+                ResponseError::InvalidRecord,
+                "the produce request carries no records",
+            )
+        })?;
     // The batches get their offsets written in place, so they need a buffer of their own.
     let mut bytes = BytesMut::from(&records[..]);
     let max_message_bytes = config.max_message_bytes();
