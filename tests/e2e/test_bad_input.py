@@ -65,6 +65,18 @@ def test_framed_garbage_closes_connection(broker, healthy):
     healthy()
 
 
+@pytest.mark.parametrize("count", [0x03616263, 0x7FFFFFFF])
+def test_huge_array_length_in_a_tiny_frame(broker, healthy, count):
+    """Metadata v1 declaring millions of topics in 4 bytes: the codec reserves memory for all of
+    them before decoding one (found by the request_decode fuzz target). The connection closes and
+    the broker lives on."""
+    with RawConn(broker.bootstrap) as bad:
+        bad.send(request(3, 1, 2, struct.pack(">i", count)), peer_may_close=True)
+        bad.wait_closed(timeout=15)
+    healthy()
+    assert broker.proc.poll() is None, "the broker died"
+
+
 def test_oversize_length_prefix(broker, healthy):
     with RawConn(broker.bootstrap) as bad:
         bad.send(struct.pack(">i", 200 * 1024 * 1024) + b"\x00\x12\x00\x00", peer_may_close=True)  # claims a 200 MiB request

@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alloc;
 pub mod error;
 pub mod flusher;
 mod handlers;

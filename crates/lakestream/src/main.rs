@@ -7,6 +7,9 @@ mod serve;
 mod shared;
 mod topics;
 
+#[global_allocator]
+static ALLOCATOR: broker::alloc::LazyLargeAllocator = broker::alloc::LazyLargeAllocator;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
