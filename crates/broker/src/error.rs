@@ -69,3 +69,14 @@ impl From<LogError> for KafkaError {
         }
     }
 }
+
+impl From<groups::GroupError> for KafkaError {
+    fn from(error: groups::GroupError) -> KafkaError {
+        use kafka_protocol::error::ParseResponseErrorCode;
+        let code = error
+            .code()
+            .err()
+            .unwrap_or(ResponseError::UnknownServerError);
+        KafkaError::new(code, error.to_string())
+    }
+}

@@ -16,8 +16,10 @@
 pub mod alloc;
 pub mod error;
 pub mod flusher;
+pub mod group_service;
 mod handlers;
 pub mod limits;
+pub mod offsets;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
@@ -30,6 +32,8 @@ use std::sync::Arc;
 
 pub use error::KafkaError;
 use flusher::Flusher;
+use group_service::GroupService;
+use offsets::OffsetStore;
 use producer_ids::ProducerIds;
 use topics::Topics;
 
@@ -46,6 +50,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Kafka's `num.partitions`: partitions of an auto-created topic or one created with -1.
     pub num_partitions: i32,
+    /// Kafka's `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl BrokerConfig {
@@ -58,6 +64,7 @@ impl BrokerConfig {
             advertised_port: 9092,
             auto_create_topics: false,
             num_partitions: 1,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -67,7 +74,8 @@ pub struct Broker {
     pub topics: Topics,
     pub flusher: Arc<Flusher>,
     pub producer_ids: ProducerIds,
-    flusher_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub groups: Arc<GroupService>,
+    threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Broker {
@@ -78,19 +86,27 @@ impl Broker {
         let topics = Topics::open(&config.data_dir, flusher.clone())?;
         let producer_ids = ProducerIds::open(&config.data_dir).map_err(KafkaError::storage)?;
         let flusher_thread = flusher.start();
+        let offsets = OffsetStore::open(&topics)?;
+        let groups = Arc::new(GroupService::new(
+            offsets,
+            config.group_initial_rebalance_delay_ms,
+        ));
+        let ticker_thread = groups.start_ticker();
         Ok(Arc::new(Broker {
             config,
             topics,
             flusher,
             producer_ids,
-            flusher_thread: parking_lot::Mutex::new(Some(flusher_thread)),
+            groups,
+            threads: parking_lot::Mutex::new(vec![flusher_thread, ticker_thread]),
         }))
     }
 
     /// Flushes what is pending and stops the flusher (a clean shutdown).
     pub fn shutdown(&self) {
+        self.groups.stop();
         self.flusher.stop();
-        if let Some(thread) = self.flusher_thread.lock().take() {
+        for thread in self.threads.lock().drain(..) {
             let _ = thread.join();
         }
     }

@@ -58,7 +58,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         tokio::spawn(async move {
-            if let Err(reason) = connection(broker, stream).await {
+            if let Err(reason) = connection(broker, stream, peer.ip().to_string()).await {
                 tracing::info!(%peer, %reason, "closing connection");
             }
             drop(permit);
@@ -66,7 +66,11 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     }
 }
 
-async fn connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), String> {
+async fn connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    client_host: String,
+) -> Result<(), String> {
     let (mut reader, writer) = stream.into_split();
     let (sender, receiver) = mpsc::channel::<Outgoing>(IN_FLIGHT_REQUESTS_PER_CONNECTION);
     let writer_task = tokio::spawn(write_replies(
@@ -92,7 +96,7 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), String
                 .read_exact(&mut frame)
                 .await
                 .map_err(|error| format!("read failed mid-frame: {error}"))?;
-            let outgoing = handle_frame(&broker, frame.freeze())?;
+            let outgoing = handle_frame(&broker, &client_host, frame.freeze())?;
             if sender.send(outgoing).await.is_err() {
                 return Err("writer stopped".to_string());
             }
@@ -110,6 +114,7 @@ pub enum Decoded {
         api_key: ApiKey,
         version: i16,
         correlation_id: i32,
+        client_id: String,
         request: RequestKind,
     },
     /// An ApiVersions request of a version this broker does not implement.
@@ -141,20 +146,25 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, String> {
             "{api_key:?} v{version} is not supported (supported: v{min}..=v{max})"
         ));
     }
-    decode_request_header_from_buffer(&mut frame)
+    let header = decode_request_header_from_buffer(&mut frame)
         .map_err(|error| format!("malformed {api_key:?} request header: {error}"))?;
+    let client_id = header
+        .client_id
+        .map(|id| id.to_string())
+        .unwrap_or_default();
     let request = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|error| format!("malformed {api_key:?} v{version} request: {error}"))?;
     Ok(Decoded::Request {
         api_key,
         version,
         correlation_id,
+        client_id,
         request,
     })
 }
 
 /// Decodes one frame and runs its synchronous part. An error closes the connection.
-fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Outgoing, String> {
+fn handle_frame(broker: &Arc<Broker>, client_host: &str, frame: Bytes) -> Result<Outgoing, String> {
     match decode_request(frame)? {
         // Kafka answers an ApiVersions it cannot parse with a v0 response listing what it
         // supports, so the client can pick a version and retry.
@@ -168,9 +178,15 @@ fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Outgoing, String> 
             api_key,
             version,
             correlation_id,
+            client_id,
             request,
         } => {
-            let reply = handlers::dispatch(broker, request, version);
+            let context = handlers::Context {
+                version,
+                client_id,
+                client_host,
+            };
+            let reply = handlers::dispatch(broker, request, &context);
             Ok(Outgoing {
                 correlation_id,
                 api_key,

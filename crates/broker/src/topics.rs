@@ -51,7 +51,7 @@ impl Topic {
     }
 
     pub fn is_internal(&self) -> bool {
-        self.name.starts_with("__")
+        &*self.name == crate::offsets::OFFSETS_TOPIC
     }
 
     fn persist(&self) -> Result<(), KafkaError> {

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// How often retention.ms / retention.bytes are enforced [default: 300000].
     #[arg(long, env = "LAKESTREAM_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// How long a new group's first rebalance waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
+    #[arg(long, env = "LAKESTREAM_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// The file form of the same settings.
@@ -51,6 +55,7 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     retention_check_interval_ms: Option<u64>,
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -65,6 +70,7 @@ pub struct Settings {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub retention_check_interval_ms: u64,
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl ServeArgs {
@@ -134,6 +140,10 @@ impl ServeArgs {
                 .or(file.retention_check_interval_ms)
                 .unwrap_or(300_000)
                 .max(1),
+            group_initial_rebalance_delay_ms: self
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(3_000),
         })
     }
 }
@@ -162,6 +172,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     config.advertised_port = settings.advertised_port as i32;
     config.auto_create_topics = settings.auto_create_topics;
     config.num_partitions = settings.num_partitions;
+    config.group_initial_rebalance_delay_ms = settings.group_initial_rebalance_delay_ms;
     let broker = broker::Broker::open(config).with_context(|| {
         format!(
             "cannot open the data directory {}",

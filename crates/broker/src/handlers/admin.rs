@@ -141,6 +141,13 @@ pub fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest) -> Dele
                     .with_error_code(ResponseError::UnknownTopicId.code())
                     .with_error_message(Some(text(format!("no topic has id {id}"))));
             };
+            if name == crate::offsets::OFFSETS_TOPIC {
+                return result
+                    .with_error_code(ResponseError::InvalidTopicException.code())
+                    .with_error_message(Some(text(format!(
+                        "{name} is internal and cannot be deleted"
+                    ))));
+            }
             match broker.topics.delete(&name) {
                 Ok(topic) => result.with_topic_id(topic.id),
                 Err(error) => result

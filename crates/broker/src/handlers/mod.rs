@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod cluster;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -17,7 +18,15 @@ use kafka_protocol::protocol::StrBytes;
 use crate::Broker;
 use crate::server::Reply;
 
-pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+/// Who sent a request, and in which version.
+pub struct Context<'a> {
+    pub version: i16,
+    pub client_id: String,
+    pub client_host: &'a str,
+}
+
+pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, context: &Context) -> Reply {
+    let version = context.version;
     match request {
         RequestKind::ApiVersions(_) => {
             Reply::Now(ResponseKind::ApiVersions(api_versions::handle()))
@@ -56,6 +65,29 @@ pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Rep
         RequestKind::DescribeCluster(request) => Reply::Now(ResponseKind::DescribeCluster(
             cluster::describe_cluster(broker, request),
         )),
+        RequestKind::FindCoordinator(request) => Reply::Now(ResponseKind::FindCoordinator(
+            groups::find_coordinator(broker, request, version),
+        )),
+        RequestKind::JoinGroup(request) => groups::join_group(broker, request, context),
+        RequestKind::SyncGroup(request) => groups::sync_group(broker, request, version),
+        RequestKind::Heartbeat(request) => {
+            Reply::Now(ResponseKind::Heartbeat(groups::heartbeat(broker, request)))
+        }
+        RequestKind::LeaveGroup(request) => Reply::Now(ResponseKind::LeaveGroup(
+            groups::leave_group(broker, request, version),
+        )),
+        RequestKind::OffsetCommit(request) => groups::offset_commit(broker, request),
+        RequestKind::OffsetFetch(request) => Reply::Now(ResponseKind::OffsetFetch(
+            groups::offset_fetch(broker, request, version),
+        )),
+        RequestKind::OffsetDelete(request) => groups::offset_delete(broker, request),
+        RequestKind::ListGroups(request) => Reply::Now(ResponseKind::ListGroups(
+            groups::list_groups(broker, request, version),
+        )),
+        RequestKind::DescribeGroups(request) => Reply::Now(ResponseKind::DescribeGroups(
+            groups::describe_groups(broker, request),
+        )),
+        RequestKind::DeleteGroups(request) => groups::delete_groups(broker, request),
         other => unreachable!(
             "api_versions::supported admits only handled APIs, got {:?}",
             std::mem::discriminant(&other)

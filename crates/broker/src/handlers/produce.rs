@@ -104,6 +104,12 @@ fn append(
     acks: i16,
 ) -> Result<(Appended, Arc<Partition>), KafkaError> {
     let topic = topic.ok_or_else(|| KafkaError::unknown_topic(name))?;
+    if topic.is_internal() {
+        return Err(KafkaError::new(
+            ResponseError::InvalidTopicException,
+            format!("{name} is internal: clients cannot write to it"),
+        ));
+    }
     let partition = topic
         .partition(index)
         .ok_or_else(|| KafkaError::unknown_partition(name, index))?;

@@ -1,0 +1,691 @@
+//! Consumer groups on the wire: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups. Membership
+//! is decided by `groups::Coordinator`; this module converts wire types and waits for answers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use groups::{GroupError, GroupState, Response};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::Broker;
+use crate::error::KafkaError;
+use crate::offsets::{CommittedOffset, OffsetStore};
+use crate::partition::now_ms;
+use crate::server::Reply;
+
+use super::{Context, text};
+
+fn code(error: Option<&GroupError>) -> i16 {
+    error.map_or(0, |error| KafkaError::from(error.clone()).code())
+}
+
+fn optional(value: Option<StrBytes>) -> Option<String> {
+    value
+        .map(|value| value.to_string())
+        .filter(|value| !value.is_empty())
+}
+
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let config = &broker.config;
+    // Key type 0 is a consumer group; 1 (transactions) has no coordinator here yet.
+    let error = if request.key_type == 0 {
+        0
+    } else {
+        ResponseError::CoordinatorNotAvailable.code()
+    };
+    if version < 4 {
+        return FindCoordinatorResponse::default()
+            .with_error_code(error)
+            .with_node_id(BrokerId(if error == 0 { config.node_id } else { -1 }))
+            .with_host(text(if error == 0 {
+                config.advertised_host.clone()
+            } else {
+                String::new()
+            }))
+            .with_port(if error == 0 {
+                config.advertised_port
+            } else {
+                -1
+            });
+    }
+    let coordinators = request
+        .coordinator_keys
+        .into_iter()
+        .map(|key| {
+            CoordinatorEntry::default()
+                .with_key(key)
+                .with_error_code(error)
+                .with_node_id(BrokerId(config.node_id))
+                .with_host(text(config.advertised_host.clone()))
+                .with_port(config.advertised_port)
+        })
+        .collect();
+    FindCoordinatorResponse::default().with_coordinators(coordinators)
+}
+
+pub fn join_group(broker: &Arc<Broker>, request: JoinGroupRequest, context: &Context) -> Reply {
+    let version = context.version;
+    let join = groups::JoinGroup {
+        group_id: request.group_id.0.to_string(),
+        member_id: request.member_id.to_string(),
+        group_instance_id: optional(request.group_instance_id),
+        session_timeout_ms: request.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            -1
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|protocol| groups::Protocol {
+                name: protocol.name.to_string(),
+                metadata: protocol.metadata.to_vec(),
+            })
+            .collect(),
+        client_id: context.client_id.clone(),
+        client_host: format!("/{}", context.client_host),
+        require_known_member_id: version >= 4,
+        reason: optional(request.reason),
+    };
+    let answer = broker
+        .groups
+        .park(|coordinator, now_ms, token| coordinator.join_group(now_ms, token, join));
+    Reply::Later(Box::pin(async move {
+        let result = match answer.await {
+            Ok(Response::Join(result)) => result,
+            _ => {
+                return ResponseKind::JoinGroup(
+                    JoinGroupResponse::default()
+                        .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                        .with_generation_id(-1)
+                        .with_protocol_name(if version >= 7 {
+                            None
+                        } else {
+                            Some(StrBytes::default())
+                        }),
+                );
+            }
+        };
+        let members = result
+            .members
+            .into_iter()
+            .map(|member| {
+                JoinGroupResponseMember::default()
+                    .with_member_id(text(member.member_id))
+                    .with_group_instance_id(member.group_instance_id.map(text))
+                    .with_metadata(Bytes::from(member.metadata))
+            })
+            .collect();
+        let protocol_name = match (result.protocol_name, version >= 7) {
+            (Some(name), _) => Some(text(name)),
+            (None, true) => None,
+            (None, false) => Some(StrBytes::default()),
+        };
+        ResponseKind::JoinGroup(
+            JoinGroupResponse::default()
+                .with_error_code(code(result.error.as_ref()))
+                .with_generation_id(result.generation_id)
+                .with_protocol_type(result.protocol_type.map(text))
+                .with_protocol_name(protocol_name)
+                .with_leader(text(result.leader))
+                .with_member_id(text(result.member_id))
+                .with_members(members),
+        )
+    }))
+}
+
+pub fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
+    let sync = groups::SyncGroup {
+        group_id: request.group_id.0.to_string(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: optional(request.group_instance_id),
+        protocol_type: optional(request.protocol_type),
+        protocol_name: optional(request.protocol_name),
+        assignments: request
+            .assignments
+            .into_iter()
+            .map(|assignment| {
+                (
+                    assignment.member_id.to_string(),
+                    assignment.assignment.to_vec(),
+                )
+            })
+            .collect(),
+    };
+    let answer = broker
+        .groups
+        .park(|coordinator, now_ms, token| coordinator.sync_group(now_ms, token, sync));
+    Reply::Later(Box::pin(async move {
+        let response = match answer.await {
+            Ok(Response::Sync(result)) => {
+                let response = SyncGroupResponse::default()
+                    .with_error_code(code(result.error.as_ref()))
+                    .with_assignment(Bytes::from(result.assignment));
+                if version >= 5 {
+                    response
+                        .with_protocol_type(result.protocol_type.map(text))
+                        .with_protocol_name(result.protocol_name.map(text))
+                } else {
+                    response
+                }
+            }
+            _ => SyncGroupResponse::default()
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+        };
+        ResponseKind::SyncGroup(response)
+    }))
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let heartbeat = groups::Heartbeat {
+        group_id: request.group_id.0.to_string(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: optional(request.group_instance_id),
+    };
+    let outcome = broker
+        .groups
+        .with(|coordinator, now_ms| coordinator.heartbeat(now_ms, heartbeat));
+    HeartbeatResponse::default().with_error_code(code(outcome.err().as_ref()))
+}
+
+pub fn leave_group(
+    broker: &Arc<Broker>,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let leaving: Vec<groups::LeavingMember> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|member| groups::LeavingMember {
+                member_id: member.member_id.to_string(),
+                group_instance_id: optional(member.group_instance_id.clone()),
+            })
+            .collect()
+    } else {
+        vec![groups::LeavingMember {
+            member_id: request.member_id.to_string(),
+            group_instance_id: None,
+        }]
+    };
+    let group_id = request.group_id.0.to_string();
+    let outcome = broker
+        .groups
+        .with(|coordinator, now_ms| coordinator.leave_group(now_ms, &group_id, leaving.clone()));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => return LeaveGroupResponse::default().with_error_code(code(Some(&error))),
+    };
+    broker.groups.deliver(outcome.responses);
+    if version < 3 {
+        let error = outcome
+            .members
+            .first()
+            .and_then(|result| result.as_ref().err());
+        return LeaveGroupResponse::default().with_error_code(code(error));
+    }
+    let members = leaving
+        .into_iter()
+        .zip(outcome.members)
+        .map(|(member, result)| {
+            MemberResponse::default()
+                .with_member_id(text(member.member_id))
+                .with_group_instance_id(member.group_instance_id.map(text))
+                .with_error_code(code(result.err().as_ref()))
+        })
+        .collect();
+    LeaveGroupResponse::default().with_members(members)
+}
+
+pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Reply {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    let instance_id = optional(request.group_instance_id);
+    let allowed = broker.groups.with(|coordinator, _| {
+        coordinator.validate_offset_commit(
+            &group_id,
+            request.generation_id_or_member_epoch,
+            &member_id,
+            instance_id.as_deref(),
+        )
+    });
+    let timestamp = now_ms();
+    // Per partition: Ok(commit) to write, or the error to answer.
+    let mut outcomes: Vec<(TopicName, Vec<(i32, Result<(), KafkaError>)>)> = Vec::new();
+    let mut changes = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let known = broker.topics.get(&name);
+        let partitions = topic
+            .partitions
+            .into_iter()
+            .map(|partition| {
+                let index = partition.partition_index;
+                let metadata = partition
+                    .committed_metadata
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let outcome = allowed
+                    .clone()
+                    .map_err(KafkaError::from)
+                    .and_then(|()| match &known {
+                        Some(topic) if topic.partition(index).is_some() => Ok(()),
+                        _ => Err(KafkaError::unknown_partition(&name, index)),
+                    })
+                    .and_then(|()| OffsetStore::validate_metadata(&metadata))
+                    .map(|()| {
+                        changes.push((
+                            (name.clone(), index),
+                            Some(CommittedOffset {
+                                offset: partition.committed_offset,
+                                leader_epoch: partition.committed_leader_epoch,
+                                metadata,
+                                commit_timestamp_ms: timestamp,
+                            }),
+                        ));
+                    });
+                (index, outcome)
+            })
+            .collect();
+        outcomes.push((topic.name, partitions));
+    }
+    let written = broker
+        .groups
+        .offsets
+        .write(&group_id, &changes, &broker.flusher);
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let write_error = match written {
+            Ok(last_offset) if last_offset >= 0 => {
+                broker.groups.offsets.wait_durable(last_offset).await;
+                None
+            }
+            Ok(_) => None,
+            Err(error) => Some(error.code()),
+        };
+        let topics = outcomes
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(index, outcome)| {
+                                let error = match outcome {
+                                    Ok(()) => write_error.unwrap_or(0),
+                                    Err(error) => error.code(),
+                                };
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(index)
+                                    .with_error_code(error)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+    }))
+}
+
+/// Committed offsets of one group: `(topic, [(partition, committed)])`, for the requested
+/// topics (all partitions asked for, -1 where nothing is committed) or for every committed one.
+fn committed_for(
+    store: &OffsetStore,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let entries = partitions
+                    .into_iter()
+                    .map(|partition| (partition, store.get(group, &topic, partition)))
+                    .collect();
+                (topic, entries)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+            for ((topic, partition), committed) in store.group(group) {
+                match by_topic.last_mut() {
+                    Some((last, entries)) if *last == topic => {
+                        entries.push((partition, Some(committed)))
+                    }
+                    _ => by_topic.push((topic, vec![(partition, Some(committed))])),
+                }
+            }
+            by_topic
+        }
+    }
+}
+
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let store = &broker.groups.offsets;
+    let leader_epoch = |committed: &Option<CommittedOffset>| {
+        if version >= 5 {
+            committed.as_ref().map_or(-1, |c| c.leader_epoch)
+        } else {
+            -1
+        }
+    };
+    if version < 8 {
+        let wanted = request.topics.map(|topics| {
+            topics
+                .into_iter()
+                .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
+                .collect()
+        });
+        let topics = committed_for(store, request.group_id.0.as_str(), wanted)
+            .into_iter()
+            .map(|(topic, entries)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(text(topic)))
+                    .with_partitions(
+                        entries
+                            .into_iter()
+                            .map(|(partition, committed)| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(partition)
+                                    .with_committed_offset(
+                                        committed.as_ref().map_or(-1, |c| c.offset),
+                                    )
+                                    .with_committed_leader_epoch(leader_epoch(&committed))
+                                    .with_metadata(Some(text(
+                                        committed.map(|c| c.metadata).unwrap_or_default(),
+                                    )))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_topics(topics);
+    }
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|group| {
+            let wanted = group.topics.map(|topics| {
+                topics
+                    .into_iter()
+                    .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
+                    .collect()
+            });
+            let topics = committed_for(store, group.group_id.0.as_str(), wanted)
+                .into_iter()
+                .map(|(topic, entries)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(text(topic)))
+                        .with_partitions(
+                            entries
+                                .into_iter()
+                                .map(|(partition, committed)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(partition)
+                                        .with_committed_offset(
+                                            committed.as_ref().map_or(-1, |c| c.offset),
+                                        )
+                                        .with_committed_leader_epoch(leader_epoch(&committed))
+                                        .with_metadata(Some(text(
+                                            committed.map(|c| c.metadata).unwrap_or_default(),
+                                        )))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            OffsetFetchResponseGroup::default()
+                .with_group_id(group.group_id)
+                .with_topics(topics)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_groups(groups)
+}
+
+pub fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> Reply {
+    let group_id = request.group_id.0.to_string();
+    let active = broker
+        .groups
+        .with(|coordinator, _| coordinator.is_active(&group_id));
+    let known = active || !broker.groups.offsets.group(&group_id).is_empty();
+    if !known {
+        return Reply::Now(ResponseKind::OffsetDelete(
+            OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code()),
+        ));
+    }
+    // An active group may still be consuming these topics: Kafka refuses then.
+    let partition_error = if active {
+        ResponseError::GroupSubscribedToTopic.code()
+    } else {
+        0
+    };
+    let mut changes = Vec::new();
+    let topics: Vec<OffsetDeleteResponseTopic> = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|partition| {
+                    if !active {
+                        changes.push(((name.clone(), partition.partition_index), None));
+                    }
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(partition_error)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let written = broker
+        .groups
+        .offsets
+        .write(&group_id, &changes, &broker.flusher);
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let error = match written {
+            Ok(last_offset) => {
+                if last_offset >= 0 {
+                    broker.groups.offsets.wait_durable(last_offset).await;
+                }
+                0
+            }
+            Err(error) => error.code(),
+        };
+        ResponseKind::OffsetDelete(
+            OffsetDeleteResponse::default()
+                .with_error_code(error)
+                .with_topics(topics),
+        )
+    }))
+}
+
+/// Groups the coordinator knows plus groups that only have committed offsets (Empty).
+fn all_groups(broker: &Broker) -> Vec<groups::GroupListing> {
+    let mut listings = broker
+        .groups
+        .with(|coordinator, _| coordinator.list_groups());
+    let known: BTreeSet<String> = listings
+        .iter()
+        .map(|listing| listing.group_id.clone())
+        .collect();
+    for group_id in broker.groups.offsets.groups() {
+        if !known.contains(&group_id) {
+            listings.push(groups::GroupListing {
+                group_id,
+                protocol_type: "consumer".into(),
+                state: GroupState::Empty,
+            });
+        }
+    }
+    listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    listings
+}
+
+pub fn list_groups(
+    broker: &Arc<Broker>,
+    request: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
+    let groups = all_groups(broker)
+        .into_iter()
+        .filter(|listing| {
+            request.states_filter.is_empty()
+                || request
+                    .states_filter
+                    .iter()
+                    .any(|state| state.eq_ignore_ascii_case(listing.state.as_str()))
+        })
+        .filter(|_| {
+            request.types_filter.is_empty()
+                || request
+                    .types_filter
+                    .iter()
+                    .any(|kind| kind.eq_ignore_ascii_case("classic"))
+        })
+        .map(|listing| {
+            let mut group = ListedGroup::default()
+                .with_group_id(GroupId(text(listing.group_id)))
+                .with_protocol_type(text(listing.protocol_type));
+            if version >= 4 {
+                group = group.with_group_state(text(listing.state.as_str()));
+            }
+            if version >= 5 {
+                group = group.with_group_type(text("classic"));
+            }
+            group
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(
+    broker: &Arc<Broker>,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|group_id| {
+            let mut description = broker
+                .groups
+                .with(|coordinator, _| coordinator.describe_group(group_id.0.as_str()));
+            if description.state == GroupState::Dead
+                && !broker.groups.offsets.group(group_id.0.as_str()).is_empty()
+            {
+                description.state = GroupState::Empty;
+                description.protocol_type = "consumer".into();
+            }
+            let members = description
+                .members
+                .into_iter()
+                .map(|member| {
+                    DescribedGroupMember::default()
+                        .with_member_id(text(member.member_id))
+                        .with_group_instance_id(member.group_instance_id.map(text))
+                        .with_client_id(text(member.client_id))
+                        .with_client_host(text(member.client_host))
+                        .with_member_metadata(Bytes::from(member.metadata))
+                        .with_member_assignment(Bytes::from(member.assignment))
+                })
+                .collect();
+            DescribedGroup::default()
+                .with_group_id(group_id)
+                .with_group_state(text(description.state.as_str()))
+                .with_protocol_type(text(description.protocol_type))
+                .with_protocol_data(text(description.protocol))
+                .with_members(members)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> Reply {
+    let mut pending = Vec::new();
+    let results: Vec<DeletableGroupResult> = request
+        .groups_names
+        .into_iter()
+        .map(|group_id| {
+            let name = group_id.0.to_string();
+            let committed = broker.groups.offsets.group(&name);
+            let deleted = broker
+                .groups
+                .with(|coordinator, _| coordinator.delete_group(&name));
+            let error = match deleted {
+                Ok(()) => 0,
+                Err(GroupError::GroupIdNotFound) if !committed.is_empty() => 0,
+                Err(error) => code(Some(&error)),
+            };
+            if error == 0 && !committed.is_empty() {
+                let changes: Vec<_> = committed.into_keys().map(|key| (key, None)).collect();
+                match broker
+                    .groups
+                    .offsets
+                    .write(&name, &changes, &broker.flusher)
+                {
+                    Ok(last_offset) => pending.push(last_offset),
+                    Err(error) => {
+                        return DeletableGroupResult::default()
+                            .with_group_id(group_id)
+                            .with_error_code(error.code());
+                    }
+                }
+            }
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(error)
+        })
+        .collect();
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        if let Some(last_offset) = pending.into_iter().max() {
+            broker.groups.offsets.wait_durable(last_offset).await;
+        }
+        ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+    }))
+}

@@ -1,0 +1,82 @@
+//! Why the coordinator refused a request, and the Kafka error code for each reason.
+
+/// A refusal from the coordinator. Several variants share one Kafka error code; the variants keep
+/// the detail for logs and for the error message that JoinGroup/SyncGroup responses can carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("member id is not known to the group; rejoin with an empty member id")]
+    UnknownMemberId,
+    #[error("generation {generation_id} is not the group's current generation {current}")]
+    IllegalGeneration { generation_id: i32, current: i32 },
+    #[error("the group is rebalancing; rejoin the group")]
+    RebalanceInProgress,
+    #[error(
+        "group instance id {group_instance_id} now belongs to another member; this member was fenced"
+    )]
+    FencedInstanceId { group_instance_id: String },
+    #[error(
+        "protocol type or protocols are not compatible with the group's \
+         (every member must share the protocol type and at least one protocol)"
+    )]
+    InconsistentGroupProtocol,
+    #[error(
+        "session timeout {session_timeout_ms} ms is outside the broker's range [{min_ms}, {max_ms}]"
+    )]
+    InvalidSessionTimeout {
+        session_timeout_ms: i32,
+        min_ms: u64,
+        max_ms: u64,
+    },
+    #[error("a member id is required; rejoin with the member id in this response")]
+    MemberIdRequired,
+    #[error("the group already has its maximum of {max} members")]
+    GroupMaxSizeReached { max: usize },
+    #[error("the group still has members; it can be deleted only when empty")]
+    NonEmptyGroup,
+    #[error("group does not exist")]
+    GroupIdNotFound,
+    #[error("group id must not be empty")]
+    InvalidGroupId,
+    #[error("member metadata is {bytes} bytes, over the broker's limit of {max}")]
+    MemberMetadataTooLarge { bytes: usize, max: usize },
+    #[error("assignment for member {member_id} is {bytes} bytes, over the broker's limit of {max}")]
+    AssignmentTooLarge {
+        member_id: String,
+        bytes: usize,
+        max: usize,
+    },
+    #[error(
+        "the coordinator already holds its maximum of {max} groups; \
+         delete unused groups or raise the limit"
+    )]
+    TooManyGroups { max: usize },
+    #[error(
+        "the coordinator's memory budget is exhausted ({needed} bytes needed, {available} free); \
+         retry later or raise the limit"
+    )]
+    MemoryBudgetExhausted { needed: usize, available: usize },
+}
+
+impl GroupError {
+    /// Kafka's error code for this error.
+    pub fn code(&self) -> i16 {
+        match self {
+            GroupError::UnknownMemberId => 25,
+            GroupError::IllegalGeneration { .. } => 22,
+            GroupError::RebalanceInProgress => 27,
+            GroupError::FencedInstanceId { .. } => 82,
+            GroupError::InconsistentGroupProtocol => 23,
+            GroupError::InvalidSessionTimeout { .. } => 26,
+            GroupError::MemberIdRequired => 79,
+            GroupError::GroupMaxSizeReached { .. } => 81,
+            GroupError::NonEmptyGroup => 68,
+            GroupError::GroupIdNotFound => 69,
+            GroupError::InvalidGroupId => 24,
+            // INVALID_REQUEST: the request is well-formed but breaks a broker limit.
+            GroupError::MemberMetadataTooLarge { .. } | GroupError::AssignmentTooLarge { .. } => 42,
+            // UNKNOWN_SERVER_ERROR: Kafka has no code for "coordinator full"; a fatal error is
+            // surfaced to the application instead of being retried silently forever.
+            GroupError::TooManyGroups { .. } | GroupError::MemoryBudgetExhausted { .. } => -1,
+        }
+    }
+}
