@@ -8,9 +8,12 @@
 //! touched nothing, and only the offending connection is closed. (Found by the `request_decode`
 //! fuzz target; the codec's own fix is pending upstream.)
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static ALLOCATOR: broker::alloc::LazyLargeAllocator = broker::alloc::LazyLargeAllocator;
+//!
+//! let reserved: Vec<u64> = Vec::with_capacity(1 << 34); // 128 GiB of address space, no memory
+//! assert!(reserved.capacity() >= 1 << 34);
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
