@@ -24,6 +24,8 @@ use crate::limits::{CONNECTIONS_MAX, IN_FLIGHT_REQUESTS_PER_CONNECTION, SOCKET_R
 pub type Pending = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
 
 /// The answer to one request.
+// Moved once per request; boxing the common case would cost an allocation each time.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Now(ResponseKind),
     Later(Pending),
@@ -109,6 +111,7 @@ async fn connection(
 }
 
 /// A request frame after decoding.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     Request {
         api_key: ApiKey,

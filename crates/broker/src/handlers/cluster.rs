@@ -29,7 +29,7 @@ pub fn init_producer_id(
         return refused(ResponseError::InvalidRequest);
     }
     let (ProducerId(existing), epoch) = (request.producer_id, request.producer_epoch);
-    if existing >= 0 && epoch >= 0 && epoch < i16::MAX - 1 {
+    if existing >= 0 && (0..i16::MAX - 1).contains(&epoch) {
         return InitProducerIdResponse::default()
             .with_producer_id(ProducerId(existing))
             .with_producer_epoch(epoch + 1);

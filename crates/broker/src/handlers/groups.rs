@@ -42,6 +42,11 @@ use crate::server::Reply;
 
 use super::{Context, text};
 
+/// Committed offsets of one topic's partitions (`None`: nothing committed).
+type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
+/// Per partition of one topic: accepted, or the error to answer.
+type PartitionOutcomes = Vec<(i32, Result<(), KafkaError>)>;
+
 fn code(error: Option<&GroupError>) -> i16 {
     error.map_or(0, |error| KafkaError::from(error.clone()).code())
 }
@@ -286,7 +291,7 @@ pub fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Repl
     });
     let timestamp = now_ms();
     // Per partition: Ok(commit) to write, or the error to answer.
-    let mut outcomes: Vec<(TopicName, Vec<(i32, Result<(), KafkaError>)>)> = Vec::new();
+    let mut outcomes: Vec<(TopicName, PartitionOutcomes)> = Vec::new();
     let mut changes = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -369,7 +374,7 @@ fn committed_for(
     store: &OffsetStore,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+) -> Vec<TopicOffsets> {
     match wanted {
         Some(topics) => topics
             .into_iter()
@@ -382,7 +387,7 @@ fn committed_for(
             })
             .collect(),
         None => {
-            let mut by_topic: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+            let mut by_topic: Vec<TopicOffsets> = Vec::new();
             for ((topic, partition), committed) in store.group(group) {
                 match by_topic.last_mut() {
                     Some((last, entries)) if *last == topic => {
