@@ -1,5 +1,6 @@
 //! A small async Kafka client built on the `kafka-protocol` codecs, for the `lakestream` CLI and
-//! for Rust tests.
+//! for Rust tests: topic admin, produce, fetch, list offsets, and consumer-group admin (list,
+//! describe, delete, offset fetch and commit) with a minimal membership for tests.
 //!
 //! It talks to one broker over one connection (lakestream is a single node, id 0): no leader
 //! routing, no retries, no background tasks. [`Client::connect`] asks the broker for its
@@ -23,6 +24,7 @@
 //! and `RecordBatchDecoder`.
 
 mod error;
+mod groups;
 pub mod limits;
 
 use std::collections::HashMap;
@@ -32,11 +34,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::{
     self, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
-    FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest,
+    FetchResponse, HeartbeatRequest, HeartbeatResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, VersionRange, encode_request_header_into_buffer,
@@ -46,6 +52,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use error::{Error, error_name};
+pub use groups::{
+    CommittedOffset, GenerationId, GroupDescription, GroupListing, GroupMember, JoinedGroup,
+    STANDALONE_GENERATION, TopicPartitions, decode_consumer_assignment, encode_consumer_assignment,
+};
 pub use kafka_protocol::ResponseError;
 pub use kafka_protocol::indexmap;
 pub use kafka_protocol::protocol::StrBytes;
@@ -106,6 +116,15 @@ client_requests! {
     ProduceRequest => ProduceResponse, Produce;
     FetchRequest => FetchResponse, Fetch;
     ListOffsetsRequest => ListOffsetsResponse, ListOffsets;
+    ListGroupsRequest => ListGroupsResponse, ListGroups;
+    DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups;
+    DeleteGroupsRequest => DeleteGroupsResponse, DeleteGroups;
+    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
+    OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
+    JoinGroupRequest => JoinGroupResponse, JoinGroup;
+    SyncGroupRequest => SyncGroupResponse, SyncGroup;
+    HeartbeatRequest => HeartbeatResponse, Heartbeat;
+    LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
 }
 
 /// How many replicas must have a produced batch before the broker answers.

@@ -1,6 +1,7 @@
 //! The `lakestream` binary: one process that serves everything, plus commands for people.
 
 mod consume;
+mod groups;
 mod limits;
 mod produce;
 mod serve;
@@ -33,6 +34,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the records of a topic, one line each.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset the offsets of and delete consumer groups.
+    Groups(groups::GroupsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Topics(args) => report(topics::run(args)),
         Command::Produce(args) => report(produce::run(args)),
         Command::Consume(args) => report(consume::run(args)),
+        Command::Groups(args) => report(groups::run(args)),
     }
 }
 
@@ -182,5 +186,74 @@ mod tests {
             (Some(5), true, Some(1))
         );
         assert!(parse(&["consume", "t", "--format", "%z"]).is_err());
+    }
+
+    #[test]
+    fn groups_commands() {
+        let Ok(Command::Groups(args)) = parse(&["groups", "describe", "app", "--bootstrap", "h:1"])
+        else {
+            panic!("groups describe did not parse");
+        };
+        assert_eq!(args.bootstrap.bootstrap, "h:1");
+        assert_eq!(
+            args.command,
+            groups::GroupsCommand::Describe {
+                group: "app".into()
+            }
+        );
+        let reset = |extra: &[&str]| {
+            let mut argv = vec!["groups", "reset-offsets", "app", "--topic", "orders"];
+            argv.extend_from_slice(extra);
+            match parse(&argv) {
+                Ok(Command::Groups(groups::GroupsArgs {
+                    command: groups::GroupsCommand::ResetOffsets(reset),
+                    ..
+                })) => Ok(reset),
+                Ok(_) => panic!("{argv:?} parsed as another command"),
+                Err(e) => Err(e),
+            }
+        };
+        let args = reset(&["--to-earliest"]).unwrap();
+        assert_eq!(args.target(), groups::ResetTarget::Earliest);
+        assert!(args.partitions.is_empty() && !args.dry_run);
+        let args = reset(&[
+            "--to-offset",
+            "5",
+            "-p",
+            "0",
+            "--partition",
+            "2",
+            "--dry-run",
+        ])
+        .unwrap();
+        assert_eq!(args.target(), groups::ResetTarget::Offset(5));
+        assert_eq!(
+            (args.partitions.as_slice(), args.dry_run),
+            (&[0, 2][..], true)
+        );
+        let args = reset(&["--to-datetime", "1970-01-01T00:00:01Z"]).unwrap();
+        assert_eq!(args.target(), groups::ResetTarget::Time(1000));
+        assert_eq!(
+            reset(&["--to-latest"]).unwrap().target(),
+            groups::ResetTarget::Latest
+        );
+        for bad in [
+            &[][..],
+            &["--to-earliest", "--to-latest"],
+            &["--to-offset", "-1"],
+            &["--to-datetime", "tomorrow"],
+            &["--to-earliest", "--partition", "-1"],
+        ] {
+            assert!(reset(bad).is_err(), "{bad:?} should not parse");
+        }
+        assert!(parse(&["groups", "reset-offsets", "app", "--to-earliest"]).is_err());
+        assert!(parse(&["groups", "delete"]).is_err());
+        assert!(matches!(
+            parse(&["groups", "list"]),
+            Ok(Command::Groups(groups::GroupsArgs {
+                command: groups::GroupsCommand::List,
+                ..
+            }))
+        ));
     }
 }

@@ -1,5 +1,6 @@
 //! The people-facing commands end to end: starts `lakestream serve` on a free port in a
-//! scratch data directory and drives `topics`, `produce` and `consume` through the binary.
+//! scratch data directory and drives `topics`, `produce`, `consume` and `groups` through the
+//! binary.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +19,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// Starts the broker with extra `serve` flags.
+    fn start_with(flags: &[&str]) -> Broker {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -37,6 +43,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(&data_dir)
             .args(["--kafka-addr", &address])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -338,4 +345,266 @@ fn an_unreachable_broker_is_a_clear_error() {
         stderr.contains("hint: is `lakestream serve` running there?"),
         "{stderr}"
     );
+}
+
+/// The rows of a table printed by a `groups` command, split at whitespace, without the header.
+fn table_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("TOPIC") && !l.starts_with("GROUP"))
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+/// `(partition, new offset)` from a `groups reset-offsets` table for group `app`, topic `events`.
+fn new_offsets(out: &str) -> Vec<(i32, i64)> {
+    table_rows(out)
+        .iter()
+        .map(|row| {
+            assert_eq!(row.len(), 4, "{out}");
+            assert_eq!(
+                (row[0].as_str(), row[1].as_str()),
+                ("app", "events"),
+                "{out}"
+            );
+            (row[2].parse().unwrap(), row[3].parse().unwrap())
+        })
+        .collect()
+}
+
+/// `[partition, current, end, lag, consumer, host, client]` rows of `groups describe app`.
+fn described(out: &str) -> Vec<Vec<String>> {
+    table_rows(out)
+        .into_iter()
+        .map(|mut row| {
+            assert_eq!(row.len(), 8, "{out}");
+            assert_eq!(row.remove(0), "events", "{out}");
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn consumer_groups() {
+    let broker = Broker::start_with(&["--group-initial-rebalance-delay-ms", "0"]);
+    broker.ok(&["topics", "create", "events", "--partitions", "3"], "");
+
+    // Partition p holds 5 - 2p records (5, 3, 1), the i-th stamped T0 + i seconds.
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = runtime.block_on(async {
+        let mut client = client::Client::connect(&broker.address).await.unwrap();
+        for (partition, count) in [(0, 5), (1, 3), (2, 1)] {
+            let records: Vec<client::ProduceRecord> = (0..count)
+                .map(|i| client::ProduceRecord::new(format!("v{i}")).with_timestamp(T0 + i * 1000))
+                .collect();
+            client
+                .produce(
+                    "events",
+                    partition,
+                    client::Acks::All,
+                    client::Compression::None,
+                    &records,
+                )
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let reset = |flags: &[&str]| {
+        let mut args = vec!["groups", "reset-offsets", "app", "--topic", "events"];
+        args.extend_from_slice(flags);
+        new_offsets(&broker.ok(&args, "").0)
+    };
+
+    // A standalone commit creates the group.
+    assert_eq!(reset(&["--to-offset", "1"]), [(0, 1), (1, 1), (2, 1)]);
+    assert_eq!(reset(&["--partition", "0", "--to-offset", "3"]), [(0, 3)]);
+    let (out, _) = broker.ok(&["groups", "describe", "app"], "");
+    assert!(
+        out.starts_with("Group: app  State: Empty  Protocol: consumer  Members: 0\n\n"),
+        "{out}"
+    );
+    // lag = log end - committed, exactly
+    assert_eq!(
+        described(&out),
+        [
+            ["0", "3", "5", "2", "-", "-", "-"],
+            ["1", "1", "3", "2", "-", "-", "-"],
+            ["2", "1", "1", "0", "-", "-", "-"],
+        ]
+    );
+    let (out, _) = broker.ok(&["groups", "list"], "");
+    assert!(
+        table_rows(&out).contains(&vec!["app".into(), "Empty".into(), "consumer".into()]),
+        "{out}"
+    );
+
+    // --dry-run commits nothing.
+    assert_eq!(
+        reset(&["--to-earliest", "--dry-run"]),
+        [(0, 0), (1, 0), (2, 0)]
+    );
+    let (out, _) = broker.ok(&["groups", "describe", "app"], "");
+    assert_eq!(described(&out)[0][..4], ["0", "3", "5", "2"], "{out}");
+
+    assert_eq!(reset(&["--to-earliest"]), [(0, 0), (1, 0), (2, 0)]);
+    let (out, _) = broker.ok(&["groups", "describe", "app"], "");
+    let lags: Vec<String> = described(&out).iter().map(|r| r[3].clone()).collect();
+    assert_eq!(lags, ["5", "3", "1"], "{out}");
+    assert_eq!(reset(&["--to-latest"]), [(0, 5), (1, 3), (2, 1)]);
+    // The first record at or after the time; the end where there is none.
+    assert_eq!(
+        reset(&["--to-datetime", "2026-01-01T00:00:02Z"]),
+        [(0, 2), (1, 2), (2, 1)]
+    );
+    assert_eq!(
+        reset(&["--to-datetime", "2026-01-01T01:00:01+01:00"]),
+        [(0, 1), (1, 1), (2, 1)]
+    );
+    assert_eq!(
+        reset(&["--to-datetime", &(T0 + 4000).to_string()]),
+        [(0, 4), (1, 3), (2, 1)]
+    );
+    assert_eq!(
+        reset(&["--to-datetime", "2025-12-31T00:00:00Z"]),
+        [(0, 0), (1, 0), (2, 0)]
+    );
+    // An offset past the end is clamped to it.
+    let (out, err) = broker.ok(
+        &[
+            "groups",
+            "reset-offsets",
+            "app",
+            "--topic",
+            "events",
+            "-p",
+            "1",
+            "--to-offset",
+            "99",
+        ],
+        "",
+    );
+    assert_eq!(new_offsets(&out), [(1, 3)]);
+    assert!(err.contains("warning: offset 99 is outside"), "{err}");
+    let stderr = broker.fails(&[
+        "groups",
+        "reset-offsets",
+        "app",
+        "--topic",
+        "nope",
+        "--to-earliest",
+    ]);
+    assert!(stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+
+    // A member joins and owns partitions 0 and 1; partition 2 stays unowned.
+    let member_id = runtime.block_on(async {
+        let joined = client
+            .join_group("app", "", 60_000, &["events"])
+            .await
+            .unwrap();
+        assert_eq!(joined.leader_id, joined.member_id);
+        let owned = vec![client::TopicPartitions {
+            topic: "events".into(),
+            partitions: vec![0, 1],
+        }];
+        let assignment = client
+            .sync_group(
+                "app",
+                joined.generation_id,
+                &joined.member_id,
+                &[(joined.member_id.clone(), owned.clone())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(assignment, Some(owned));
+        client
+            .heartbeat("app", joined.generation_id, &joined.member_id)
+            .await
+            .unwrap();
+        // The broker itself refuses a standalone commit to a group with members.
+        let refused = client
+            .offset_commit(
+                "app",
+                client::STANDALONE_GENERATION,
+                "",
+                &[("events".into(), 0, 0)],
+            )
+            .await
+            .unwrap_err();
+        assert!(refused.kafka_error().is_some(), "{refused}");
+        joined.member_id
+    });
+    let (out, _) = broker.ok(&["groups", "describe", "app"], "");
+    assert!(
+        out.starts_with("Group: app  State: Stable  Protocol: consumer (range)  Members: 1\n"),
+        "{out}"
+    );
+    let rows = described(&out);
+    assert_eq!(rows.len(), 3, "{out}");
+    for row in &rows[..2] {
+        assert_eq!(row[4], member_id, "{out}");
+        assert_eq!(row[6], "lakestream-client", "{out}");
+    }
+    assert_eq!(rows[2][4..], ["-", "-", "-"], "{out}");
+    let (out, _) = broker.ok(&["groups", "list"], "");
+    assert!(
+        table_rows(&out).contains(&vec!["app".into(), "Stable".into(), "consumer".into()]),
+        "{out}"
+    );
+    let stderr = broker.fails(&[
+        "groups",
+        "reset-offsets",
+        "app",
+        "--topic",
+        "events",
+        "--to-earliest",
+    ]);
+    assert!(
+        stderr.starts_with("lakestream: group app has 1 active member"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: stop its consumers first"),
+        "{stderr}"
+    );
+    let stderr = broker.fails(&["groups", "delete", "app"]);
+    assert!(stderr.contains("NON_EMPTY_GROUP"), "{stderr}");
+    assert!(
+        stderr.contains("hint: group app still has members"),
+        "{stderr}"
+    );
+    let (out, _) = broker.ok(&["groups", "describe", "app"], "");
+    // The refused reset and commit left the offsets as they were.
+    let rows = described(&out);
+    let offsets: Vec<&[String]> = rows.iter().map(|r| &r[..4]).collect();
+    assert_eq!(
+        offsets,
+        [
+            ["0", "0", "5", "5"],
+            ["1", "3", "3", "0"],
+            ["2", "0", "1", "1"]
+        ],
+        "{out}"
+    );
+
+    // Once the member leaves, the group can be deleted.
+    runtime
+        .block_on(client.leave_group("app", &member_id))
+        .unwrap();
+    let (out, _) = broker.ok(&["groups", "delete", "app"], "");
+    assert_eq!(out, "deleted group app\n");
+    let (out, _) = broker.ok(&["groups", "list"], "");
+    assert!(!out.contains("app"), "{out}");
+    let stderr = broker.fails(&["groups", "describe", "app"]);
+    assert!(
+        stderr.starts_with("lakestream: group app does not exist\nhint: "),
+        "{stderr}"
+    );
+    let stderr = broker.fails(&["groups", "delete", "app"]);
+    assert!(stderr.contains("GROUP_ID_NOT_FOUND"), "{stderr}");
 }
