@@ -399,3 +399,106 @@ class RawConn:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# --------------------------------------------------------------------- consumer-group wire codec
+# Non-flexible (v0/v2) group requests, hand-encoded for raw-socket tests of the coordinator.
+def kbytes(b: bytes | None) -> bytes:
+    if b is None:
+        return struct.pack(">i", -1)
+    return struct.pack(">i", len(b)) + b
+
+
+def consumer_subscription_v0(topics: list[str], user_data: bytes = b"") -> bytes:
+    """ConsumerProtocolSubscription v0 (the metadata of a "consumer" protocol in JoinGroup)."""
+    return struct.pack(">hi", 0, len(topics)) + b"".join(kstring(t) for t in topics) + kbytes(user_data)
+
+
+def consumer_assignment_v0(assignment: dict[str, list[int]]) -> bytes:
+    """ConsumerProtocolAssignment v0 (what the leader hands each member in SyncGroup)."""
+    out = struct.pack(">hi", 0, len(assignment))
+    for t, parts in assignment.items():
+        out += kstring(t) + struct.pack(">i", len(parts)) + b"".join(struct.pack(">i", p) for p in parts)
+    return out + kbytes(b"")
+
+
+def join_group_request_v0(correlation_id: int, group: str, member_id: str = "", session_timeout_ms: int = 30000,
+                          protocol_type: str = "consumer",
+                          protocols: list[tuple[str, bytes]] | None = None) -> bytes:
+    protocols = [] if protocols is None else protocols
+    body = kstring(group) + struct.pack(">i", session_timeout_ms) + kstring(member_id) + kstring(protocol_type)
+    body += struct.pack(">i", len(protocols)) + b"".join(kstring(n) + kbytes(m) for n, m in protocols)
+    return request(11, 0, correlation_id, body)
+
+
+def parse_join_group_response_v0(body: bytes) -> dict:
+    r = Reader(body)
+    err, generation = r.unpack(">hi")
+    out = {"error_code": err, "generation_id": generation, "protocol_name": r.string(),
+           "leader": r.string(), "member_id": r.string(), "members": []}
+    for _ in range(r.unpack(">i")):
+        mid = r.string()
+        n = r.unpack(">i")
+        out["members"].append((mid, None if n < 0 else r.take(n)))
+    assert r.remaining() == 0, f"{r.remaining()} trailing bytes in JoinGroupResponse v0"
+    return out
+
+
+def sync_group_request_v0(correlation_id: int, group: str, generation_id: int, member_id: str,
+                          assignments: list[tuple[str, bytes]]) -> bytes:
+    body = kstring(group) + struct.pack(">i", generation_id) + kstring(member_id)
+    body += struct.pack(">i", len(assignments)) + b"".join(kstring(m) + kbytes(a) for m, a in assignments)
+    return request(14, 0, correlation_id, body)
+
+
+def parse_sync_group_response_v0(body: bytes) -> tuple[int, bytes | None]:
+    r = Reader(body)
+    err = r.unpack(">h")
+    n = r.unpack(">i")
+    assignment = None if n < 0 else r.take(n)
+    assert r.remaining() == 0, f"{r.remaining()} trailing bytes in SyncGroupResponse v0"
+    return err, assignment
+
+
+def heartbeat_request_v0(correlation_id: int, group: str, generation_id: int, member_id: str) -> bytes:
+    return request(12, 0, correlation_id, kstring(group) + struct.pack(">i", generation_id) + kstring(member_id))
+
+
+def parse_heartbeat_response_v0(body: bytes) -> int:
+    r = Reader(body)
+    err = r.unpack(">h")
+    assert r.remaining() == 0, f"{r.remaining()} trailing bytes in HeartbeatResponse v0"
+    return err
+
+
+def offset_commit_request_v2(correlation_id: int, group: str, generation_id: int, member_id: str,
+                             offsets: dict[str, dict[int, int]], retention_time_ms: int = -1) -> bytes:
+    body = kstring(group) + struct.pack(">i", generation_id) + kstring(member_id) + struct.pack(">q", retention_time_ms)
+    body += struct.pack(">i", len(offsets))
+    for t, parts in offsets.items():
+        body += kstring(t) + struct.pack(">i", len(parts))
+        for p, o in parts.items():
+            body += struct.pack(">iq", p, o) + kstring("")
+    return request(8, 2, correlation_id, body)
+
+
+def parse_offset_commit_response_v2(body: bytes) -> dict[tuple[str, int], int]:
+    """-> {(topic, partition): error_code}"""
+    r = Reader(body)
+    out = {}
+    for _ in range(r.unpack(">i")):
+        t = r.string()
+        for _ in range(r.unpack(">i")):
+            p, err = r.unpack(">ih")
+            out[(t, p)] = err
+    assert r.remaining() == 0, f"{r.remaining()} trailing bytes in OffsetCommitResponse v2"
+    return out
+
+
+def raw_call(conn: "RawConn", frame_fn, *args, **kw) -> bytes:
+    """Send `frame_fn(cid, *args, **kw)` on `conn` and return the response body (after the cid)."""
+    cid = conn.next_cid()
+    conn.send(frame_fn(cid, *args, **kw))
+    got_cid, body = conn.recv_frame()
+    assert got_cid == cid, f"correlation id {got_cid} != {cid}"
+    return body
