@@ -49,6 +49,9 @@ def group_conf(bootstrap: str, group: str, **extra) -> dict:
         "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
         "topic.metadata.refresh.interval.ms": 2000})
     conf.update(extra)
+    if conf.get("group.protocol") == "consumer":
+        # KIP-848: the broker sets the session timeout and heartbeat interval.
+        del conf["session.timeout.ms"], conf["heartbeat.interval.ms"]
     return conf
 
 
@@ -848,3 +851,53 @@ def test_join_group_with_oversized_metadata(broker, other_group):
         assert heartbeat(conn, g, gen, member) == 0, "the active group was disturbed by the rejected join"
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------- the consumer protocol (KIP-848)
+# Brokers for these tests hand out 300 ms heartbeat intervals and a 6 s session timeout.
+KIP848 = ("--group-initial-rebalance-delay-ms", "300", "--group-consumer-heartbeat-interval-ms", "300",
+          "--group-consumer-session-timeout-ms", "6000")
+
+
+@pytest.mark.broker_args(*KIP848)
+def test_consumer_protocol_members_share_partitions_and_read_each_record_once(broker):
+    """group.protocol=consumer: three members converge to two partitions each through the
+    broker's assignor and incremental reconciliation; every record is read exactly once."""
+    t, g = unique("kip848"), unique("g")
+    create_topic(broker.bootstrap, t, 6)
+    members = [Member(broker.bootstrap, g, t, f"m{i}", **{"group.protocol": "consumer"}) for i in range(3)]
+    try:
+        poll_until(members, balanced(members, 6, 2), what="three consumer-protocol members with two partitions each")
+        expected = produce_per_partition(broker.bootstrap, t, 6, 50)
+        poll_until(members, all_read(members, expected), what="all 300 records")
+        assert_exactly_once(members, expected)
+    finally:
+        for m in members:
+            m.close()
+
+
+@pytest.mark.broker_args(*KIP848)
+def test_consumer_protocol_member_leaves_and_commits_carry_over(broker):
+    """A member that commits and leaves (epoch -1) hands its partitions to the others, which
+    start right after its committed offsets; a new group reads everything."""
+    t, g = unique("kip848"), unique("g")
+    create_topic(broker.bootstrap, t, 4)
+    expected = produce_per_partition(broker.bootstrap, t, 4, 40)
+    a, leaver = (Member(broker.bootstrap, g, t, f"m{i}", commit=True, **{"group.protocol": "consumer"})
+                 for i in range(2))
+    try:
+        poll_until([a, leaver], balanced([a, leaver], 4, 2), what="two members with two partitions each",
+                   max_records=1)
+        poll_until([a, leaver], lambda: len(leaver.records) >= 5, what="the leaver reading", max_records=1)
+        leaver.close()
+        poll_until([a], lambda: a.parts() == set(range(4)), what="the remaining member taking everything")
+        poll_until([a], all_read([a, leaver], expected), what="the rest of the topic")
+        assert_exactly_once([a, leaver], expected)
+    finally:
+        a.close()
+        leaver.close()
+    fresh = Member(broker.bootstrap, unique("g"), t, "fresh", **{"group.protocol": "consumer"})
+    try:
+        poll_until([fresh], all_read([fresh], expected), what="a new group reading everything")
+    finally:
+        fresh.close()

@@ -26,14 +26,16 @@ pub struct GroupService {
 }
 
 impl GroupService {
-    pub fn new(offsets: OffsetStore, initial_rebalance_delay_ms: u64) -> GroupService {
+    pub fn new(offsets: OffsetStore, broker: &crate::BrokerConfig) -> GroupService {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id()) << 32;
         let config = CoordinatorConfig {
-            initial_rebalance_delay_ms,
+            initial_rebalance_delay_ms: broker.group_initial_rebalance_delay_ms,
+            consumer_heartbeat_interval_ms: broker.group_consumer_heartbeat_interval_ms,
+            consumer_session_timeout_ms: broker.group_consumer_session_timeout_ms,
             member_id_seed: seed,
             ..CoordinatorConfig::default()
         };

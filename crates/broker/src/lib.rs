@@ -52,6 +52,10 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// Kafka's `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka's `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: u64,
+    /// Kafka's `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub group_consumer_session_timeout_ms: u64,
 }
 
 impl BrokerConfig {
@@ -65,6 +69,8 @@ impl BrokerConfig {
             auto_create_topics: false,
             num_partitions: 1,
             group_initial_rebalance_delay_ms: 3_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_session_timeout_ms: 45_000,
         }
     }
 }
@@ -87,10 +93,7 @@ impl Broker {
         let producer_ids = ProducerIds::open(&config.data_dir).map_err(KafkaError::storage)?;
         let flusher_thread = flusher.start();
         let offsets = OffsetStore::open(&topics)?;
-        let groups = Arc::new(GroupService::new(
-            offsets,
-            config.group_initial_rebalance_delay_ms,
-        ));
+        let groups = Arc::new(GroupService::new(offsets, &config));
         let ticker_thread = groups.start_ticker();
         Ok(Arc::new(Broker {
             config,

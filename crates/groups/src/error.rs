@@ -55,6 +55,35 @@ pub enum GroupError {
          retry later or raise the limit"
     )]
     MemoryBudgetExhausted { needed: usize, available: usize },
+    #[error(
+        "member epoch {member_epoch} is fenced (the coordinator knows epoch {current}); \
+         abandon all partitions and rejoin with epoch 0"
+    )]
+    FencedMemberEpoch { member_epoch: i32, current: i32 },
+    #[error(
+        "member epoch {member_epoch} is stale (the member is at epoch {current}); \
+         retry with the epoch of the latest heartbeat response"
+    )]
+    StaleMemberEpoch { member_epoch: i32, current: i32 },
+    #[error(
+        "group instance id {group_instance_id} is still used by another member; \
+         that member must leave (or its session expire) first"
+    )]
+    UnreleasedInstanceId { group_instance_id: String },
+    #[error("server assignor {assignor:?} is not supported; use \"uniform\" or \"range\"")]
+    UnsupportedAssignor { assignor: String },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error(
+        "group {group_id} is a classic group with members, not a consumer group; \
+         use another group id, or wait until the classic group is empty"
+    )]
+    NotConsumerGroup { group_id: String },
+    #[error(
+        "group {group_id} is a consumer-protocol (KIP-848) group with members; \
+         join it with group.protocol=consumer, or wait until it is empty"
+    )]
+    NotClassicGroup { group_id: String },
 }
 
 impl GroupError {
@@ -65,15 +94,21 @@ impl GroupError {
             GroupError::IllegalGeneration { .. } => 22,
             GroupError::RebalanceInProgress => 27,
             GroupError::FencedInstanceId { .. } => 82,
-            GroupError::InconsistentGroupProtocol => 23,
+            GroupError::InconsistentGroupProtocol | GroupError::NotClassicGroup { .. } => 23,
             GroupError::InvalidSessionTimeout { .. } => 26,
             GroupError::MemberIdRequired => 79,
             GroupError::GroupMaxSizeReached { .. } => 81,
             GroupError::NonEmptyGroup => 68,
-            GroupError::GroupIdNotFound => 69,
+            GroupError::GroupIdNotFound | GroupError::NotConsumerGroup { .. } => 69,
             GroupError::InvalidGroupId => 24,
             // INVALID_REQUEST: the request is well-formed but breaks a broker limit.
-            GroupError::MemberMetadataTooLarge { .. } | GroupError::AssignmentTooLarge { .. } => 42,
+            GroupError::MemberMetadataTooLarge { .. }
+            | GroupError::AssignmentTooLarge { .. }
+            | GroupError::InvalidRequest { .. } => 42,
+            GroupError::FencedMemberEpoch { .. } => 110,
+            GroupError::UnreleasedInstanceId { .. } => 111,
+            GroupError::UnsupportedAssignor { .. } => 112,
+            GroupError::StaleMemberEpoch { .. } => 113,
             // UNKNOWN_SERVER_ERROR: Kafka has no code for "coordinator full"; a fatal error is
             // surfaced to the application instead of being retried silently forever.
             GroupError::TooManyGroups { .. } | GroupError::MemoryBudgetExhausted { .. } => -1,

@@ -439,8 +439,12 @@ impl Group {
                 self.update_member(now_ms, token, request, out);
                 self.prepare_rebalance(config, now_ms, out);
             }
-            // Members exist only outside Empty, and a Dead group is not stored.
-            GroupState::Empty | GroupState::Dead => return Err(GroupError::UnknownMemberId),
+            // Members exist only outside Empty, and a Dead group is not stored. Assigning and
+            // Reconciling are consumer-protocol states, never a classic group's.
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => return Err(GroupError::UnknownMemberId),
         }
         Ok(())
     }
@@ -710,7 +714,10 @@ impl Group {
                 self.prepare_rebalance(config, now_ms, out)
             }
             GroupState::PreparingRebalance => self.try_complete_join(now_ms, out),
-            GroupState::Empty | GroupState::Dead => {}
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => {}
         }
     }
 
@@ -744,7 +751,10 @@ impl Group {
             return Err(GroupError::InconsistentGroupProtocol);
         }
         match self.state {
-            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => Err(GroupError::UnknownMemberId),
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
             GroupState::CompletingRebalance => {
                 let is_leader = self.is_leader(&request.member_id);
@@ -852,7 +862,10 @@ impl Group {
             });
         }
         match state {
-            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => Err(GroupError::UnknownMemberId),
             GroupState::PreparingRebalance => {
                 member.refresh_session(now_ms);
                 Err(GroupError::RebalanceInProgress)
@@ -1097,6 +1110,9 @@ impl Group {
                 }
             }
             GroupState::PreparingRebalance | GroupState::Dead => {}
+            GroupState::Assigning | GroupState::Reconciling => {
+                panic!("{id}: consumer-protocol state in a classic group")
+            }
         }
         assert!(
             self.members.len() + self.pending_members.len() > 0 || self.static_members.is_empty()

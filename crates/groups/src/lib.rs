@@ -1,5 +1,10 @@
-//! Kafka's classic consumer-group coordinator (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, and
-//! the group checks OffsetCommit needs) as a pure state machine.
+//! Kafka's consumer-group coordinator as a pure state machine: the classic protocol (JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup) and the consumer protocol of KIP-848
+//! (ConsumerGroupHeartbeat with server-side assignors; see [`Coordinator::consumer_group_heartbeat`]
+//! and the `consumer` module's notes), plus the group checks OffsetCommit needs. A group id
+//! belongs to one protocol at a time: while it has members, the other protocol is refused
+//! (GROUP_ID_NOT_FOUND for a heartbeat, INCONSISTENT_GROUP_PROTOCOL for a JoinGroup); an empty
+//! group changes protocol on the other protocol's first join.
 //!
 //! **Architecture invariant:** no I/O, no clock, no threads and no Kafka wire types. Time comes in
 //! as `now_ms` arguments and requests as plain structs. A request that must wait (a JoinGroup
@@ -88,7 +93,38 @@
 //! let Response::Sync(synced) = &replies[0].1 else { unreachable!() };
 //! assert_eq!(synced.assignment, b"p0");
 //! ```
+//!
+//! The consumer protocol answers every heartbeat at once; the broker passes its topic metadata.
+//!
+//! ```
+//! use groups::{ConsumerGroupHeartbeat, Coordinator, CoordinatorConfig, TopicId, TopicPartitions};
+//!
+//! let mut coordinator = Coordinator::new(CoordinatorConfig::default());
+//! let metadata = |name: &str| (name == "orders").then_some((TopicId([7; 16]), 2));
+//! let join = ConsumerGroupHeartbeat {
+//!     group_id: "billing".into(),
+//!     member_id: "5b0c6f0e-2f4e-4c55-9d5e-0f1f3b7e2a11".into(), // KIP-1082: the client's own
+//!     member_epoch: 0,
+//!     instance_id: None,
+//!     rack_id: None,
+//!     rebalance_timeout_ms: 300_000,
+//!     subscribed_topic_names: Some(vec!["orders".into()]),
+//!     subscribed_topic_regex: None,
+//!     server_assignor: None,
+//!     topic_partitions: Some(Vec::new()),
+//!     client_id: "app".into(),
+//!     client_host: "/10.0.0.2".into(),
+//! };
+//! let joined = coordinator.consumer_group_heartbeat(0, join, &metadata);
+//! assert_eq!((joined.error, joined.member_epoch), (None, 1));
+//! let all = vec![TopicPartitions { topic_id: TopicId([7; 16]), partitions: vec![0, 1] }];
+//! assert_eq!(joined.assignment, Some(all));
+//! ```
 
+mod assignor;
+mod consumer;
+#[cfg(test)]
+mod consumer_tests;
 mod error;
 mod group;
 #[cfg(test)]
@@ -96,6 +132,13 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+pub use assignor::Assignor;
+use consumer::ConsumerGroup;
+pub use consumer::{
+    ConsumerGroupDescription, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatResult,
+    ConsumerMemberDescription, JOIN_EPOCH, LEAVE_EPOCH, MemberEpoch, PartitionId,
+    STATIC_LEAVE_EPOCH, TopicAssignment, TopicId, TopicMetadata, TopicPartitions,
+};
 pub use error::GroupError;
 use group::Group;
 
@@ -114,7 +157,8 @@ pub struct CoordinatorConfig {
     pub min_session_timeout_ms: u64,
     /// `group.max.session.timeout.ms`.
     pub max_session_timeout_ms: u64,
-    /// `group.max.size`: members (and members-to-be that were handed a member id) per group.
+    /// `group.max.size` (and `group.consumer.max.size`): members (and classic members-to-be that
+    /// were handed a member id) per group.
     pub max_group_size: usize,
     /// Bytes of protocol names and metadata one member may register.
     pub max_member_metadata_bytes: usize,
@@ -129,6 +173,12 @@ pub struct CoordinatorConfig {
     /// processes (its start time, say) so a zombie client of an earlier process cannot collide
     /// with a member id handed out by this one.
     pub member_id_seed: u64,
+    /// `group.consumer.session.timeout.ms`: a consumer-protocol member that sends no heartbeat
+    /// for this long is removed.
+    pub consumer_session_timeout_ms: u64,
+    /// `group.consumer.heartbeat.interval.ms`: how often consumer-protocol members are told to
+    /// heartbeat.
+    pub consumer_heartbeat_interval_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -143,6 +193,8 @@ impl Default for CoordinatorConfig {
             max_groups: 10_000,
             max_stored_bytes: 256 << 20,
             member_id_seed: 0,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -287,11 +339,17 @@ impl SyncResult {
     }
 }
 
-/// A group's state, with Kafka's names.
+/// A group's state, with Kafka's names: classic groups use Empty, PreparingRebalance,
+/// CompletingRebalance, Stable and Dead; consumer-protocol groups Empty, Assigning, Reconciling,
+/// Stable and Dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupState {
     /// No members; may still be used to store offsets.
     Empty,
+    /// Consumer protocol: the target assignment is behind the group epoch.
+    Assigning,
+    /// Consumer protocol: some member has not reached its target assignment yet.
+    Reconciling,
     /// Waiting for members to (re)join.
     PreparingRebalance,
     /// Generation handed out; waiting for the leader's SyncGroup.
@@ -306,6 +364,8 @@ impl GroupState {
     pub fn as_str(self) -> &'static str {
         match self {
             GroupState::Empty => "Empty",
+            GroupState::Assigning => "Assigning",
+            GroupState::Reconciling => "Reconciling",
             GroupState::PreparingRebalance => "PreparingRebalance",
             GroupState::CompletingRebalance => "CompletingRebalance",
             GroupState::Stable => "Stable",
@@ -314,13 +374,33 @@ impl GroupState {
     }
 }
 
+/// Which rebalance protocol a group speaks (ListGroups v5+'s group type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupType {
+    /// JoinGroup/SyncGroup/Heartbeat.
+    Classic,
+    /// ConsumerGroupHeartbeat (KIP-848).
+    Consumer,
+}
+
+impl GroupType {
+    /// The name Kafka's ListGroups uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+        }
+    }
+}
+
 /// One row of ListGroups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupListing {
     pub group_id: String,
-    /// Empty if the group never had a member.
+    /// Empty if a classic group never had a member; "consumer" for consumer-protocol groups.
     pub protocol_type: String,
     pub state: GroupState,
+    pub group_type: GroupType,
 }
 
 /// DescribeGroups for one group. An unknown group is described as `Dead` with no members.
@@ -355,7 +435,9 @@ pub struct MemberDescription {
 pub struct Coordinator {
     config: CoordinatorConfig,
     groups: BTreeMap<String, Group>,
-    /// Sum of every group's `stored_bytes`.
+    /// Consumer-protocol groups. A group id is in at most one of the two maps.
+    consumer_groups: BTreeMap<String, ConsumerGroup>,
+    /// Sum of every group's `stored_bytes`, of both protocols.
     stored_bytes: usize,
     member_id_counter: u64,
 }
@@ -365,6 +447,7 @@ impl Coordinator {
         Coordinator {
             config,
             groups: BTreeMap::new(),
+            consumer_groups: BTreeMap::new(),
             stored_bytes: 0,
             member_id_counter: 0,
         }
@@ -457,10 +540,22 @@ impl Coordinator {
             });
         }
 
+        if let Some(consumer_group) = self.consumer_groups.get(&request.group_id)
+            && !consumer_group.members.is_empty()
+        {
+            return Err(GroupError::NotClassicGroup {
+                group_id: request.group_id.clone(),
+            });
+        }
         let created = !self.groups.contains_key(&request.group_id);
         if created {
             if new_member_id.is_none() {
                 return Err(GroupError::UnknownMemberId);
+            }
+            // An empty consumer-protocol group of this id becomes a classic group (as Kafka
+            // converts an empty group on the first join of the other protocol).
+            if let Some(consumer_group) = self.consumer_groups.remove(&request.group_id) {
+                self.stored_bytes -= consumer_group.stored_bytes;
             }
             self.make_room_for_group()?;
             let group = Group::new(request.group_id.clone(), now_ms);
@@ -550,6 +645,99 @@ impl Coordinator {
         })
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848): join (epoch 0), heartbeat, or leave (-1, or -2 for a
+    /// static member leaving for a while). Always answers at once. `metadata` resolves the
+    /// subscribed topic names; a change in what it says for them (a topic created, deleted or
+    /// grown) bumps the group epoch and reassigns.
+    pub fn consumer_group_heartbeat(
+        &mut self,
+        now_ms: u64,
+        request: ConsumerGroupHeartbeat,
+        metadata: &dyn TopicMetadata,
+    ) -> ConsumerGroupHeartbeatResult {
+        self.try_consumer_group_heartbeat(now_ms, request, metadata)
+            .unwrap_or_else(ConsumerGroupHeartbeatResult::failed)
+    }
+
+    fn try_consumer_group_heartbeat(
+        &mut self,
+        now_ms: u64,
+        mut request: ConsumerGroupHeartbeat,
+        metadata: &dyn TopicMetadata,
+    ) -> Result<ConsumerGroupHeartbeatResult, GroupError> {
+        consumer::validate(&mut request)?;
+        let group_id = request.group_id.clone();
+        let classic_members = self
+            .groups
+            .get(&group_id)
+            .map(|group| group.members.len() + group.pending_members.len());
+        if classic_members.is_some_and(|members| members > 0) {
+            return Err(GroupError::NotConsumerGroup { group_id });
+        }
+        let exists = self.consumer_groups.contains_key(&group_id);
+        if !exists && request.member_epoch != JOIN_EPOCH {
+            // Also what a member hears after the broker restarted: rejoin.
+            return Err(GroupError::UnknownMemberId);
+        }
+        let member_id = if request.member_epoch == JOIN_EPOCH && request.member_id.is_empty() {
+            self.generate_uuid()
+        } else {
+            request.member_id.clone()
+        };
+
+        // Limits: this member's identity bytes replace what it held before.
+        let existing = self
+            .consumer_groups
+            .get(&group_id)
+            .and_then(|group| group.members.get(&member_id));
+        let incoming_bytes = consumer::identity_bytes_after(&request, &member_id, existing);
+        if incoming_bytes > self.config.max_member_metadata_bytes {
+            return Err(GroupError::MemberMetadataTooLarge {
+                bytes: incoming_bytes,
+                max: self.config.max_member_metadata_bytes,
+            });
+        }
+        let replaced_bytes = existing.map_or(0, |member| member.identity_bytes());
+        let available = self
+            .config
+            .max_stored_bytes
+            .saturating_sub(self.stored_bytes)
+            + replaced_bytes;
+        if incoming_bytes > available {
+            return Err(GroupError::MemoryBudgetExhausted {
+                needed: incoming_bytes,
+                available,
+            });
+        }
+
+        if !exists {
+            // An empty classic group of this id becomes a consumer-protocol group.
+            if let Some(classic) = self.groups.remove(&group_id) {
+                self.stored_bytes -= classic.stored_bytes;
+            }
+            self.make_room_for_group()?;
+            self.consumer_groups.insert(
+                group_id.clone(),
+                ConsumerGroup::new(group_id.clone(), now_ms),
+            );
+        }
+        let result = match self.consumer_groups.get_mut(&group_id) {
+            Some(group) => group.heartbeat(&self.config, now_ms, request, member_id, metadata),
+            None => Err(GroupError::UnknownMemberId),
+        };
+        if let Some(group) = self.consumer_groups.get_mut(&group_id) {
+            if result.is_err() && !exists {
+                // Refused before anything was stored: do not leave an empty group behind.
+                self.consumer_groups.remove(&group_id);
+            } else {
+                let before = group.stored_bytes;
+                let after = group.refresh_bytes();
+                self.stored_bytes = self.stored_bytes - before + after;
+            }
+        }
+        result
+    }
+
     /// Advances time: expires sessions, ends rebalances whose (initial) delay or timeout passed,
     /// and removes members that did not send SyncGroup in time.
     pub fn tick(&mut self, now_ms: u64) -> Vec<(Token, Response)> {
@@ -559,12 +747,20 @@ impl Coordinator {
             group.tick(&self.config, now_ms, &mut out);
             stored_bytes += group.refresh_bytes();
         }
+        for group in self.consumer_groups.values_mut() {
+            if group.tick(now_ms) {
+                group.refresh_bytes();
+            }
+            stored_bytes += group.stored_bytes;
+        }
         self.stored_bytes = stored_bytes;
         out
     }
 
-    /// Whether an OffsetCommit may be applied. `generation_id < 0` with no member id is a
-    /// standalone consumer (`assign()`), allowed only while the group has no members.
+    /// Whether an OffsetCommit may be applied, for groups of either protocol (for a
+    /// consumer-protocol group, `generation_id` is the member epoch: see
+    /// [`Coordinator::validate_offset_commit_member_epoch`]). `generation_id < 0` with no member
+    /// id is a standalone consumer (`assign()`), allowed only while the group has no members.
     pub fn validate_offset_commit(
         &self,
         group_id: &str,
@@ -572,6 +768,9 @@ impl Coordinator {
         member_id: &str,
         group_instance_id: Option<&str>,
     ) -> Result<(), GroupError> {
+        if self.consumer_groups.contains_key(group_id) {
+            return self.validate_offset_commit_member_epoch(group_id, member_id, generation_id);
+        }
         match self.groups.get(group_id) {
             Some(group) => {
                 group.validate_offset_commit(generation_id, member_id, group_instance_id)
@@ -585,16 +784,55 @@ impl Coordinator {
         }
     }
 
-    /// ListGroups: every group, by group id.
+    /// OffsetCommit from a consumer-protocol group (the request's generation is the member
+    /// epoch): UNKNOWN_MEMBER_ID for a member the group does not know, STALE_MEMBER_EPOCH unless
+    /// the epoch is the member's current one. A negative epoch (with no member id: a standalone
+    /// consumer or an admin) may commit only while the group has no members.
+    pub fn validate_offset_commit_member_epoch(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: MemberEpoch,
+    ) -> Result<(), GroupError> {
+        match self.consumer_groups.get(group_id) {
+            Some(group) => group.validate_offset_commit(member_id, member_epoch),
+            None if member_epoch < 0 => Ok(()),
+            None => Err(GroupError::UnknownMemberId),
+        }
+    }
+
+    /// ListGroups: every group of both protocols, by group id.
     pub fn list_groups(&self) -> Vec<GroupListing> {
-        self.groups
-            .values()
-            .map(|group| GroupListing {
-                group_id: group.group_id.clone(),
-                protocol_type: group.protocol_type.clone().unwrap_or_default(),
-                state: group.state,
-            })
-            .collect()
+        let classic = self.groups.values().map(|group| GroupListing {
+            group_id: group.group_id.clone(),
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            state: group.state,
+            group_type: GroupType::Classic,
+        });
+        let consumer = self.consumer_groups.values().map(|group| GroupListing {
+            group_id: group.group_id.clone(),
+            protocol_type: "consumer".to_owned(),
+            state: group.state(),
+            group_type: GroupType::Consumer,
+        });
+        let mut listings: Vec<GroupListing> = classic.chain(consumer).collect();
+        listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        listings
+    }
+
+    /// ConsumerGroupDescribe for one group: GROUP_ID_NOT_FOUND if there is no consumer-protocol
+    /// group of that id (including when it is a classic group).
+    pub fn describe_consumer_group(
+        &self,
+        group_id: &str,
+    ) -> Result<ConsumerGroupDescription, GroupError> {
+        match self.consumer_groups.get(group_id) {
+            Some(group) => Ok(group.describe()),
+            None if self.groups.contains_key(group_id) => Err(GroupError::NotConsumerGroup {
+                group_id: group_id.to_owned(),
+            }),
+            None => Err(GroupError::GroupIdNotFound),
+        }
     }
 
     /// DescribeGroups for one group; `Dead` with no members if the group does not exist.
@@ -613,10 +851,18 @@ impl Coordinator {
         }
     }
 
-    /// DeleteGroups for one group: only an Empty group can go.
+    /// DeleteGroups for one group, of either protocol: only an Empty group can go.
     pub fn delete_group(&mut self, group_id: &str) -> Result<(), GroupError> {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
+        }
+        if let Some(group) = self.consumer_groups.get(group_id) {
+            if !group.members.is_empty() {
+                return Err(GroupError::NonEmptyGroup);
+            }
+            self.stored_bytes -= group.stored_bytes;
+            self.consumer_groups.remove(group_id);
+            return Ok(());
         }
         let Some(group) = self.groups.get(group_id) else {
             return Err(GroupError::GroupIdNotFound);
@@ -635,6 +881,10 @@ impl Coordinator {
         self.groups
             .get(group_id)
             .is_some_and(|group| !group.members.is_empty())
+            || self
+                .consumer_groups
+                .get(group_id)
+                .is_some_and(|group| !group.members.is_empty())
     }
 
     /// Bytes of ids, metadata and assignments held, as counted against `max_stored_bytes`.
@@ -653,18 +903,29 @@ impl Coordinator {
     /// At the group limit, forgets the group that has been empty longest (it holds nothing but
     /// its generation number and protocol type).
     fn make_room_for_group(&mut self) -> Result<(), GroupError> {
-        if self.groups.len() < self.config.max_groups {
+        if self.groups.len() + self.consumer_groups.len() < self.config.max_groups {
             return Ok(());
         }
-        let oldest_empty = self
+        let oldest_classic = self
             .groups
             .values()
             .filter(|group| group.state == GroupState::Empty && group.pending_members.is_empty())
-            .min_by_key(|group| group.emptied_at_ms)
-            .map(|group| group.group_id.clone());
+            .map(|group| (group.emptied_at_ms, &group.group_id));
+        let oldest_consumer = self
+            .consumer_groups
+            .values()
+            .filter(|group| group.members.is_empty())
+            .map(|group| (group.emptied_at_ms, &group.group_id));
+        let oldest_empty = oldest_classic
+            .chain(oldest_consumer)
+            .min()
+            .map(|(_, group_id)| group_id.clone());
         match oldest_empty {
             Some(group_id) => {
                 if let Some(group) = self.groups.remove(&group_id) {
+                    self.stored_bytes -= group.stored_bytes;
+                }
+                if let Some(group) = self.consumer_groups.remove(&group_id) {
                     self.stored_bytes -= group.stored_bytes;
                 }
                 Ok(())
@@ -678,6 +939,11 @@ impl Coordinator {
     /// `{prefix}-{uuid-shaped hex}`. The first 64 bits are a bijection of the counter, so ids
     /// never repeat within a process; the seed separates processes.
     fn generate_member_id(&mut self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.generate_uuid())
+    }
+
+    /// Uuid-shaped hex, unique within the process (see `generate_member_id`).
+    fn generate_uuid(&mut self) -> String {
         self.member_id_counter += 1;
         let high = mix64(
             self.member_id_counter
@@ -685,7 +951,7 @@ impl Coordinator {
         );
         let low = mix64(high ^ 0x9e37_79b9_7f4a_7c15);
         format!(
-            "{prefix}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
             high >> 32,
             (high >> 16) & 0xffff,
             high & 0xffff,
@@ -729,8 +995,22 @@ impl Coordinator {
             }
             stored_bytes += group.stored_bytes;
         }
+        for (group_id, group) in &self.consumer_groups {
+            assert_eq!(group_id, &group.group_id);
+            assert!(
+                !self.groups.contains_key(group_id),
+                "{group_id}: in both protocols"
+            );
+            group.check_invariants();
+            assert_eq!(
+                group.stored_bytes,
+                group.compute_bytes(),
+                "{group_id}: stale byte count"
+            );
+            stored_bytes += group.stored_bytes;
+        }
         assert_eq!(stored_bytes, self.stored_bytes, "stored bytes drifted");
-        assert!(self.groups.len() <= self.config.max_groups);
+        assert!(self.groups.len() + self.consumer_groups.len() <= self.config.max_groups);
     }
 
     /// Tokens parked right now.

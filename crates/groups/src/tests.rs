@@ -930,7 +930,8 @@ fn delete_list_and_describe() {
         vec![GroupListing {
             group_id: "g".into(),
             protocol_type: "consumer".into(),
-            state: GroupState::Stable
+            state: GroupState::Stable,
+            group_type: GroupType::Classic,
         }]
     );
     assert_eq!(

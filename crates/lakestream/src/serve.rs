@@ -41,6 +41,14 @@ pub struct ServeArgs {
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, env = "LAKESTREAM_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Heartbeat interval given to members of `group.protocol=consumer` groups
+    /// (Kafka's group.consumer.heartbeat.interval.ms) [default: 5000].
+    #[arg(long, env = "LAKESTREAM_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<u64>,
+    /// Session timeout of `group.protocol=consumer` members
+    /// (Kafka's group.consumer.session.timeout.ms) [default: 45000].
+    #[arg(long, env = "LAKESTREAM_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<u64>,
 }
 
 /// The file form of the same settings.
@@ -56,6 +64,8 @@ struct FileConfig {
     num_partitions: Option<i32>,
     retention_check_interval_ms: Option<u64>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    group_consumer_heartbeat_interval_ms: Option<u64>,
+    group_consumer_session_timeout_ms: Option<u64>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -71,6 +81,8 @@ pub struct Settings {
     pub num_partitions: i32,
     pub retention_check_interval_ms: u64,
     pub group_initial_rebalance_delay_ms: u64,
+    pub group_consumer_heartbeat_interval_ms: u64,
+    pub group_consumer_session_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -144,6 +156,16 @@ impl ServeArgs {
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)
                 .unwrap_or(3_000),
+            group_consumer_heartbeat_interval_ms: self
+                .group_consumer_heartbeat_interval_ms
+                .or(file.group_consumer_heartbeat_interval_ms)
+                .unwrap_or(5_000)
+                .max(1),
+            group_consumer_session_timeout_ms: self
+                .group_consumer_session_timeout_ms
+                .or(file.group_consumer_session_timeout_ms)
+                .unwrap_or(45_000)
+                .max(1),
         })
     }
 }
@@ -173,6 +195,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     config.auto_create_topics = settings.auto_create_topics;
     config.num_partitions = settings.num_partitions;
     config.group_initial_rebalance_delay_ms = settings.group_initial_rebalance_delay_ms;
+    config.group_consumer_heartbeat_interval_ms = settings.group_consumer_heartbeat_interval_ms;
+    config.group_consumer_session_timeout_ms = settings.group_consumer_session_timeout_ms;
     let broker = broker::Broker::open(config).with_context(|| {
         format!(
             "cannot open the data directory {}",

@@ -34,6 +34,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v6 answers unknown groups with GROUP_ID_NOT_FOUND; up to v5 they are "Dead".
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    // The consumer group protocol of KIP-848 (`group.protocol=consumer`).
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn supported(api_key: ApiKey) -> Option<(i16, i16)> {

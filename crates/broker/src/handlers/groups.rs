@@ -565,6 +565,7 @@ fn all_groups(broker: &Broker) -> Vec<groups::GroupListing> {
                 group_id,
                 protocol_type: "consumer".into(),
                 state: GroupState::Empty,
+                group_type: groups::GroupType::Classic,
             });
         }
     }
@@ -601,7 +602,7 @@ pub fn list_groups(
                 group = group.with_group_state(text(listing.state.as_str()));
             }
             if version >= 5 {
-                group = group.with_group_type(text("classic"));
+                group = group.with_group_type(text(listing.group_type.as_str()));
             }
             group
         })
@@ -693,4 +694,158 @@ pub fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> Repl
         }
         ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
     }))
+}
+
+/// The broker's topics as the consumer-group assignor sees them: id and partition count.
+struct BrokerTopics<'a>(&'a crate::topics::Topics);
+
+impl groups::TopicMetadata for BrokerTopics<'_> {
+    fn topic(&self, name: &str) -> Option<(groups::TopicId, i32)> {
+        let topic = self.0.get(name)?;
+        Some((
+            groups::TopicId(*topic.id.as_bytes()),
+            topic.partition_count(),
+        ))
+    }
+}
+
+fn topic_partitions_from_wire(
+    partitions: Vec<kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions>,
+) -> Vec<groups::TopicPartitions> {
+    partitions
+        .into_iter()
+        .map(|owned| groups::TopicPartitions {
+            topic_id: groups::TopicId(*owned.topic_id.as_bytes()),
+            partitions: owned.partitions,
+        })
+        .collect()
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): the whole protocol of the new consumer group; always
+/// answered at once.
+pub fn consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    request: kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
+    context: &Context,
+) -> kafka_protocol::messages::ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment, TopicPartitions,
+    };
+    let heartbeat = groups::ConsumerGroupHeartbeat {
+        group_id: request.group_id.0.to_string(),
+        member_id: request.member_id.to_string(),
+        member_epoch: request.member_epoch,
+        instance_id: optional(request.instance_id),
+        rack_id: optional(request.rack_id),
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscribed_topic_names: request
+            .subscribed_topic_names
+            .map(|names| names.into_iter().map(|name| name.0.to_string()).collect()),
+        subscribed_topic_regex: request
+            .subscribed_topic_regex
+            .map(|regex| regex.to_string()),
+        server_assignor: optional(request.server_assignor),
+        topic_partitions: request.topic_partitions.map(topic_partitions_from_wire),
+        client_id: context.client_id.clone(),
+        client_host: format!("/{}", context.client_host),
+    };
+    let topics = BrokerTopics(&broker.topics);
+    let result = broker.groups.with(|coordinator, now_ms| {
+        coordinator.consumer_group_heartbeat(now_ms, heartbeat, &topics)
+    });
+    let error = result
+        .error
+        .as_ref()
+        .map(|error| KafkaError::from(error.clone()));
+    kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(error.as_ref().map_or(0, KafkaError::code))
+        .with_error_message(error.map(|error| text(error.message)))
+        .with_member_id(Some(text(result.member_id)))
+        .with_member_epoch(result.member_epoch)
+        .with_heartbeat_interval_ms(result.heartbeat_interval_ms)
+        .with_assignment(result.assignment.map(|assigned| {
+            Assignment::default().with_topic_partitions(
+                assigned
+                    .into_iter()
+                    .map(|owned| {
+                        TopicPartitions::default()
+                            .with_topic_id(uuid::Uuid::from_bytes(owned.topic_id.0))
+                            .with_partitions(owned.partitions)
+                    })
+                    .collect(),
+            )
+        }))
+}
+
+/// ConsumerGroupDescribe (KIP-848): groups of the new protocol, with member epochs and both
+/// current and target assignments.
+pub fn consumer_group_describe(
+    broker: &Arc<Broker>,
+    request: kafka_protocol::messages::ConsumerGroupDescribeRequest,
+) -> kafka_protocol::messages::ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup as Described, Member, TopicPartitions,
+    };
+    let assignment = |topics: Vec<groups::TopicAssignment>| {
+        Assignment::default().with_topic_partitions(
+            topics
+                .into_iter()
+                .map(|topic| {
+                    TopicPartitions::default()
+                        .with_topic_id(uuid::Uuid::from_bytes(topic.topic_id.0))
+                        .with_topic_name(TopicName(text(topic.topic_name)))
+                        .with_partitions(topic.partitions)
+                })
+                .collect(),
+        )
+    };
+    let groups = request
+        .group_ids
+        .into_iter()
+        .map(|group_id| {
+            match broker
+                .groups
+                .with(|coordinator, _| coordinator.describe_consumer_group(group_id.0.as_str()))
+            {
+                Ok(description) => Described::default()
+                    .with_group_id(group_id)
+                    .with_group_state(text(description.state.as_str()))
+                    .with_group_epoch(description.group_epoch)
+                    .with_assignment_epoch(description.assignment_epoch)
+                    .with_assignor_name(text(description.assignor_name))
+                    .with_members(
+                        description
+                            .members
+                            .into_iter()
+                            .map(|member| {
+                                Member::default()
+                                    .with_member_id(text(member.member_id))
+                                    .with_instance_id(member.instance_id.map(text))
+                                    .with_rack_id(member.rack_id.map(text))
+                                    .with_member_epoch(member.member_epoch)
+                                    .with_client_id(text(member.client_id))
+                                    .with_client_host(text(member.client_host))
+                                    .with_subscribed_topic_names(
+                                        member
+                                            .subscribed_topic_names
+                                            .into_iter()
+                                            .map(|name| TopicName(text(name)))
+                                            .collect(),
+                                    )
+                                    .with_assignment(assignment(member.assignment))
+                                    .with_target_assignment(assignment(member.target_assignment))
+                            })
+                            .collect(),
+                    ),
+                Err(error) => {
+                    let error = KafkaError::from(error);
+                    Described::default()
+                        .with_group_id(group_id)
+                        .with_error_code(error.code())
+                        .with_error_message(Some(text(error.message)))
+                }
+            }
+        })
+        .collect();
+    kafka_protocol::messages::ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

@@ -24,13 +24,17 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
             .with_port(config.advertised_port),
     ];
     // v0: an empty list means every topic; v1+: null means every topic.
-    let names: Option<Vec<Option<String>>> = match request.topics {
+    // v10+ may name a topic by id instead (the new consumer protocol assigns by id).
+    let names: Option<Vec<Result<String, uuid::Uuid>>> = match request.topics {
         None => None,
         Some(topics) if topics.is_empty() && version == 0 => None,
         Some(topics) => Some(
             topics
                 .into_iter()
-                .map(|topic| topic.name.map(|name| name.0.to_string()))
+                .map(|topic| match topic.name {
+                    Some(name) => Ok(name.0.to_string()),
+                    None => Err(topic.topic_id),
+                })
                 .collect(),
         ),
     };
@@ -46,9 +50,16 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
         Some(names) => names
             .into_iter()
             .map(|name| {
-                let Some(name) = name else {
-                    return MetadataResponseTopic::default()
-                        .with_error_code(ResponseError::InvalidTopicException.code());
+                let name = match name {
+                    Ok(name) => name,
+                    Err(id) => {
+                        return match broker.topics.by_id(id) {
+                            Some(topic) => describe(broker, &topic),
+                            None => MetadataResponseTopic::default()
+                                .with_topic_id(id)
+                                .with_error_code(ResponseError::UnknownTopicId.code()),
+                        };
+                    }
                 };
                 if let Some(topic) = broker.topics.get(&name) {
                     return describe(broker, &topic);

@@ -88,6 +88,14 @@ pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, context: &Context) -
             groups::describe_groups(broker, request),
         )),
         RequestKind::DeleteGroups(request) => groups::delete_groups(broker, request),
+        RequestKind::ConsumerGroupHeartbeat(request) => {
+            Reply::Now(ResponseKind::ConsumerGroupHeartbeat(
+                groups::consumer_group_heartbeat(broker, request, context),
+            ))
+        }
+        RequestKind::ConsumerGroupDescribe(request) => Reply::Now(
+            ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(broker, request)),
+        ),
         other => unreachable!(
             "api_versions::supported admits only handled APIs, got {:?}",
             std::mem::discriminant(&other)
