@@ -901,3 +901,23 @@ def test_consumer_protocol_member_leaves_and_commits_carry_over(broker):
         poll_until([fresh], all_read([fresh], expected), what="a new group reading everything")
     finally:
         fresh.close()
+
+
+@pytest.mark.broker_args(*KIP848)
+def test_consumer_protocol_group_in_cli_describe(broker):
+    """`lakestream groups describe` (DescribeGroups) shows a KIP-848 group like a classic one:
+    Stable, its member owning every partition, and lag = end offset - committed offset."""
+    t, g = unique("kip848"), unique("g")
+    create_topic(broker.bootstrap, t, 3)
+    produce_per_partition(broker.bootstrap, t, 3, 10)
+    m = Member(broker.bootstrap, g, t, "described", **{"group.protocol": "consumer"})
+    try:
+        poll_until([m], lambda: m.parts() == {0, 1, 2}, what="the member's assignment")
+        m.c.commit(offsets=[TopicPartition(t, p, 4) for p in range(3)], asynchronous=False)
+        out = groups_describe(broker, g)
+        assert "Stable" in out.splitlines()[0], out
+        rows = parse_groups_describe(out, t)
+        for p in range(3):
+            assert rows[p] == {"committed": 4, "end": 10, "lag": 6, "consumer": m.c.memberid()}, (p, out)
+    finally:
+        m.close()

@@ -621,11 +621,17 @@ pub fn describe_groups(
             let mut description = broker
                 .groups
                 .with(|coordinator, _| coordinator.describe_group(group_id.0.as_str()));
-            if description.state == GroupState::Dead
-                && !broker.groups.offsets.group(group_id.0.as_str()).is_empty()
-            {
-                description.state = GroupState::Empty;
-                description.protocol_type = "consumer".into();
+            if description.state == GroupState::Dead {
+                if let Ok(consumer_group) = broker
+                    .groups
+                    .with(|coordinator, _| coordinator.describe_consumer_group(group_id.0.as_str()))
+                {
+                    return described_consumer_group(group_id, consumer_group);
+                }
+                if !broker.groups.offsets.group(group_id.0.as_str()).is_empty() {
+                    description.state = GroupState::Empty;
+                    description.protocol_type = "consumer".into();
+                }
             }
             let members = description
                 .members
@@ -649,6 +655,52 @@ pub fn describe_groups(
         })
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// A KIP-848 group in DescribeGroups' terms, as Kafka shows it to older tools: protocol type
+/// `consumer`, the assignor as protocol, and each member's current assignment encoded as a
+/// consumer-protocol assignment.
+fn described_consumer_group(
+    group_id: GroupId,
+    group: groups::ConsumerGroupDescription,
+) -> DescribedGroup {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::protocol::Encodable;
+    let members = group
+        .members
+        .into_iter()
+        .map(|member| {
+            let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
+                member
+                    .assignment
+                    .into_iter()
+                    .map(|topic| {
+                        TopicPartition::default()
+                            .with_topic(TopicName(text(topic.topic_name)))
+                            .with_partitions(topic.partitions)
+                    })
+                    .collect(),
+            );
+            let mut bytes = bytes::BytesMut::new();
+            bytes.extend_from_slice(&0i16.to_be_bytes());
+            assignment
+                .encode(&mut bytes, 0)
+                .expect("a v0 consumer assignment always encodes");
+            DescribedGroupMember::default()
+                .with_member_id(text(member.member_id))
+                .with_group_instance_id(member.instance_id.map(text))
+                .with_client_id(text(member.client_id))
+                .with_client_host(text(member.client_host))
+                .with_member_assignment(bytes.freeze())
+        })
+        .collect();
+    DescribedGroup::default()
+        .with_group_id(group_id)
+        .with_group_state(text(group.state.as_str()))
+        .with_protocol_type(text("consumer"))
+        .with_protocol_data(text(group.assignor_name))
+        .with_members(members)
 }
 
 pub fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> Reply {
