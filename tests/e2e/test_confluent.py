@@ -415,3 +415,17 @@ def test_log_append_time_topic(broker):
         ts_type, ts = m.timestamp()
         assert ts_type == TIMESTAMP_LOG_APPEND_TIME, (m.offset(), m.timestamp())
         assert before - 1000 <= ts <= after + 1000, f"timestamp {ts} not the broker's append time ({before}..{after})"
+
+
+def test_transactional_producer_fails_fast_with_a_reason(broker):
+    """Transactions are not implemented: init_transactions() must fail at once with a fatal error
+    that says so, not retry until its timeout."""
+    from confluent_kafka import KafkaException, Producer
+    from e2e_util import base_conf
+    p = Producer(base_conf(broker.bootstrap, **{"transactional.id": unique("txn")}))
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as raised:
+        p.init_transactions(30)
+    error = raised.value.args[0]
+    assert time.monotonic() - started < 10, "init_transactions retried instead of failing"
+    assert error.fatal() and "not supported" in error.str(), error

@@ -63,37 +63,44 @@ pub fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let config = &broker.config;
-    // Key type 0 is a consumer group; 1 (transactions) has no coordinator here yet.
-    let error = if request.key_type == 0 {
-        0
-    } else {
-        ResponseError::CoordinatorNotAvailable.code()
-    };
+    // Key type 0 is a consumer group. 1 (transactions) has no coordinator here yet. Clients
+    // retry most errors here for ever; an authorization error is fatal to them, so transactional
+    // producers fail at once, with the message saying why.
+    let refusal = (request.key_type != 0).then(|| {
+        (
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            text("transactions are not supported yet: there is no transaction coordinator"),
+        )
+    });
     if version < 4 {
-        return FindCoordinatorResponse::default()
-            .with_error_code(error)
-            .with_node_id(BrokerId(if error == 0 { config.node_id } else { -1 }))
-            .with_host(text(if error == 0 {
-                config.advertised_host.clone()
-            } else {
-                String::new()
-            }))
-            .with_port(if error == 0 {
-                config.advertised_port
-            } else {
-                -1
-            });
+        return match refusal {
+            Some((error, message)) => FindCoordinatorResponse::default()
+                .with_error_code(error)
+                .with_error_message(if version >= 1 { Some(message) } else { None })
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+            None => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(config.node_id))
+                .with_host(text(config.advertised_host.clone()))
+                .with_port(config.advertised_port),
+        };
     }
     let coordinators = request
         .coordinator_keys
         .into_iter()
         .map(|key| {
-            CoordinatorEntry::default()
-                .with_key(key)
-                .with_error_code(error)
-                .with_node_id(BrokerId(config.node_id))
-                .with_host(text(config.advertised_host.clone()))
-                .with_port(config.advertised_port)
+            let entry = CoordinatorEntry::default().with_key(key);
+            match &refusal {
+                Some((error, message)) => entry
+                    .with_error_code(*error)
+                    .with_error_message(Some(message.clone()))
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1),
+                None => entry
+                    .with_node_id(BrokerId(config.node_id))
+                    .with_host(text(config.advertised_host.clone()))
+                    .with_port(config.advertised_port),
+            }
         })
         .collect();
     FindCoordinatorResponse::default().with_coordinators(coordinators)
