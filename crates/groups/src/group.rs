@@ -113,12 +113,14 @@ pub(crate) fn member_bytes_estimate(request: &JoinGroup, new_member_id: Option<&
 /// The timer of a rebalance in PreparingRebalance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JoinTimer {
-    /// The first rebalance of an empty group (Kafka's InitialDelayedJoin): never completes early;
-    /// at the deadline, if a member joined meanwhile and rebalance time remains, wait again.
+    /// The first rebalance of an empty group (Kafka's `group.initial.rebalance.delay.ms`): never
+    /// completes early; completes once no new member has joined for the delay, and at the latest
+    /// when the rebalance timeout has passed since the first join. (Kafka re-arms a whole delay at
+    /// each expiry that saw a join, which can wait almost twice the delay after the last member;
+    /// a sliding window gives every member the same wait and ends the delay sooner.)
     Initial {
         deadline_ms: u64,
-        remaining_ms: u64,
-        new_member_added: bool,
+        latest_deadline_ms: u64,
     },
     /// Completes when every member (and every member handed an id) has joined, or at the
     /// deadline, dropping those that have not.
@@ -484,10 +486,12 @@ impl Group {
         self.adopt_protocol_type_if_alone(&protocol_type);
         if self.state == GroupState::PreparingRebalance {
             if let Some(JoinTimer::Initial {
-                new_member_added, ..
+                deadline_ms,
+                latest_deadline_ms,
             }) = &mut self.join_timer
             {
-                *new_member_added = true;
+                let extended = now_ms.saturating_add(config.initial_rebalance_delay_ms);
+                *deadline_ms = (*deadline_ms).max(extended).min(*latest_deadline_ms);
             }
             self.try_complete_join(now_ms, out);
         } else {
@@ -603,9 +607,8 @@ impl Group {
         let delay_ms = config.initial_rebalance_delay_ms;
         self.join_timer = Some(if self.state == GroupState::Empty && delay_ms > 0 {
             JoinTimer::Initial {
-                deadline_ms: now_ms.saturating_add(delay_ms),
-                remaining_ms: rebalance_timeout_ms.saturating_sub(delay_ms),
-                new_member_added: false,
+                deadline_ms: now_ms.saturating_add(delay_ms.min(rebalance_timeout_ms)),
+                latest_deadline_ms: now_ms.saturating_add(rebalance_timeout_ms.max(delay_ms)),
             }
         } else {
             JoinTimer::Normal {
@@ -933,21 +936,8 @@ impl Group {
         }
 
         match self.join_timer {
-            Some(JoinTimer::Initial {
-                deadline_ms,
-                remaining_ms,
-                new_member_added,
-            }) if now_ms >= deadline_ms => {
-                if new_member_added && remaining_ms > 0 {
-                    let delay_ms = config.initial_rebalance_delay_ms.min(remaining_ms);
-                    self.join_timer = Some(JoinTimer::Initial {
-                        deadline_ms: now_ms.saturating_add(delay_ms),
-                        remaining_ms: remaining_ms - delay_ms,
-                        new_member_added: false,
-                    });
-                } else {
-                    self.complete_join(now_ms, out);
-                }
+            Some(JoinTimer::Initial { deadline_ms, .. }) if now_ms >= deadline_ms => {
+                self.complete_join(now_ms, out);
             }
             Some(JoinTimer::Normal { deadline_ms }) if now_ms >= deadline_ms => {
                 self.complete_join(now_ms, out)

@@ -321,6 +321,21 @@ fn initial_rebalance_delay_is_honoured() {
 }
 
 #[test]
+fn the_initial_delay_slides_with_each_new_member() {
+    let mut h = Harness::new(config(3_000));
+    let a = h.join(join_req("g", "a", ""));
+    h.at(2_500);
+    let b = h.join(join_req("g", "b", ""));
+    h.at(5_499); // the delay counts from the last member to join
+    assert!(h.is_parked(a) && h.is_parked(b));
+    h.at(5_500); // not 6 000: no second whole delay
+    assert_eq!(
+        (h.joined(a).generation_id, h.joined(b).generation_id),
+        (1, 1)
+    );
+}
+
+#[test]
 fn initial_delay_extensions_stop_at_the_rebalance_timeout() {
     let mut h = Harness::new(config(3_000));
     let a = h.join(JoinGroup {
