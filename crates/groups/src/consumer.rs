@@ -38,7 +38,9 @@
 //! - The response carries the assignment when the member joins, sends a full request, its
 //!   assignment changed, or (beyond Kafka) its reported `topic_partitions` disagree with what it
 //!   may own (not counting partitions it is still revoking), which repairs a lost response.
-//! - `subscribed_topic_regex` is refused with INVALID_REQUEST (an empty regex is no regex).
+//! - `subscribed_topic_regex` (RE2-style, matched against whole topic names, as Kafka does) is
+//!   resolved against the broker's topics at every heartbeat of the member, so topics created
+//!   later join the subscription; an empty regex clears it, a missing one leaves it unchanged.
 //! - Rack ids are stored and described but not used by the assignors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -80,6 +82,21 @@ pub(crate) type Assignment = BTreeMap<TopicId, BTreeSet<PartitionId>>;
 pub trait TopicMetadata {
     /// The topic's id and partition count, or `None` if there is no such topic.
     fn topic(&self, name: &str) -> Option<(TopicId, i32)>;
+
+    /// Every topic a regex subscription may match (internal topics excluded).
+    fn topic_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A subscription regex as Kafka applies it: to the whole topic name.
+pub(crate) fn compile_topic_regex(regex: &str) -> Result<regex::Regex, GroupError> {
+    regex::Regex::new(&format!("^(?:{regex})$")).map_err(|error| {
+        GroupError::InvalidRegularExpression {
+            regex: regex.to_string(),
+            reason: error.to_string(),
+        }
+    })
 }
 
 impl<F: Fn(&str) -> Option<(TopicId, i32)>> TopicMetadata for F {
@@ -208,7 +225,12 @@ pub(crate) struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub rebalance_timeout_ms: u64,
+    /// Names and regex matches together: what the assignor sees.
     pub subscribed_topic_names: BTreeSet<String>,
+    /// The names the member gave.
+    pub explicit_topic_names: BTreeSet<String>,
+    /// The regex the member gave, if any.
+    pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<Assignor>,
     pub member_epoch: MemberEpoch,
     /// The epoch before the last change: a heartbeat with it is still accepted (the response
@@ -234,6 +256,8 @@ impl ConsumerMember {
             client_host: String::new(),
             rebalance_timeout_ms: 0,
             subscribed_topic_names: BTreeSet::new(),
+            explicit_topic_names: BTreeSet::new(),
+            subscribed_topic_regex: None,
             server_assignor: None,
             member_epoch: 0,
             previous_member_epoch: 0,
@@ -359,10 +383,6 @@ fn invalid(reason: &str) -> GroupError {
 pub(crate) fn validate(request: &mut ConsumerGroupHeartbeat) -> Result<(), GroupError> {
     request.instance_id = request.instance_id.take().filter(|id| !id.is_empty());
     request.rack_id = request.rack_id.take().filter(|id| !id.is_empty());
-    request.subscribed_topic_regex = request
-        .subscribed_topic_regex
-        .take()
-        .filter(|regex| !regex.is_empty());
     if request.group_id.is_empty() {
         return Err(invalid("group id must not be empty"));
     }
@@ -382,17 +402,21 @@ pub(crate) fn validate(request: &mut ConsumerGroupHeartbeat) -> Result<(), Group
             "rebalance timeout must be -1 (unchanged) or at least 0",
         ));
     }
-    if request.subscribed_topic_regex.is_some() {
-        return Err(invalid(
-            "subscribed_topic_regex is not supported by this broker; subscribe to topic names",
-        ));
+    if let Some(regex) = request
+        .subscribed_topic_regex
+        .as_deref()
+        .filter(|regex| !regex.is_empty())
+    {
+        compile_topic_regex(regex)?;
     }
     if request.member_epoch == JOIN_EPOCH {
         if request.rebalance_timeout_ms == -1 {
             return Err(invalid("rebalance timeout must be set when joining"));
         }
-        if request.subscribed_topic_names.is_none() {
-            return Err(invalid("subscribed topic names must be set when joining"));
+        if request.subscribed_topic_names.is_none() && request.subscribed_topic_regex.is_none() {
+            return Err(invalid(
+                "subscribed topic names or a regex must be set when joining",
+            ));
         }
         if request
             .topic_partitions
@@ -562,11 +586,27 @@ impl ConsumerGroup {
         member.session_deadline_ms = now_ms.saturating_add(config.consumer_session_timeout_ms);
         let mut subscription_change = None;
         if let Some(names) = &request.subscribed_topic_names {
-            let names: BTreeSet<String> = names.iter().filter(|n| !n.is_empty()).cloned().collect();
-            if names != member.subscribed_topic_names {
-                let old = std::mem::replace(&mut member.subscribed_topic_names, names.clone());
-                subscription_change = Some((old, names));
-            }
+            member.explicit_topic_names = names.iter().filter(|n| !n.is_empty()).cloned().collect();
+        }
+        match request.subscribed_topic_regex.as_deref() {
+            None => {}
+            Some("") => member.subscribed_topic_regex = None,
+            Some(regex) => member.subscribed_topic_regex = Some(regex.to_string()),
+        }
+        let mut names = member.explicit_topic_names.clone();
+        if let Some(regex) = &member.subscribed_topic_regex {
+            // Compiled when the request was validated.
+            let regex = compile_topic_regex(regex)?;
+            names.extend(
+                metadata
+                    .topic_names()
+                    .into_iter()
+                    .filter(|name| regex.is_match(name)),
+            );
+        }
+        if names != member.subscribed_topic_names {
+            let old = std::mem::replace(&mut member.subscribed_topic_names, names.clone());
+            subscription_change = Some((old, names));
         }
         if let Some((old, new)) = subscription_change {
             self.unsubscribe(&old);

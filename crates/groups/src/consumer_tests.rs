@@ -19,6 +19,10 @@ impl TopicMetadata for Topics {
     fn topic(&self, name: &str) -> Option<(TopicId, i32)> {
         self.0.get(name).copied()
     }
+
+    fn topic_names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
 }
 
 /// `[(topic id byte, partitions)]` as wire partitions.
@@ -690,10 +694,11 @@ fn error_codes() {
     );
     assert_eq!(
         h.code(ConsumerGroupHeartbeat {
-            subscribed_topic_regex: Some("ord.*".into()),
+            subscribed_topic_regex: Some("ord[".into()),
             ..join_req("h", "m", &[])
         }),
-        42
+        128,
+        "INVALID_REGULAR_EXPRESSION"
     );
     assert_eq!(
         h.code(ConsumerGroupHeartbeat {
@@ -1297,4 +1302,41 @@ mod properties {
             world.converge();
         }
     }
+}
+
+#[test]
+fn a_regex_subscription_follows_the_topics_that_match() {
+    let mut h = Harness::new();
+    let joined = h.ok(ConsumerGroupHeartbeat {
+        // librdkafka sends its pattern as written, anchors included.
+        subscribed_topic_names: Some(Vec::new()),
+        subscribed_topic_regex: Some("(^ord.*)".into()),
+        ..join_req("g", "m", &[])
+    });
+    let (epoch, assignment) = epoch_and_assignment(&joined);
+    // Whole-name match: "orders" but not "payments" (nor a name merely containing "ord").
+    assert_eq!(assignment, Some(parts(&[(1, &[0, 1, 2, 3])])));
+    h.topics.0.insert("ordinals".into(), (id(3), 2));
+    h.topics.0.insert("reorder".into(), (id(4), 2));
+    let next = h.hb("g", "m", epoch, &[(1, &[0, 1, 2, 3])]);
+    assert!(
+        next.member_epoch > epoch,
+        "a new matching topic bumps the epoch"
+    );
+    assert_eq!(
+        next.assignment,
+        Some(parts(&[(1, &[0, 1, 2, 3]), (3, &[0, 1])]))
+    );
+    // An empty regex clears it; names alone remain.
+    let cleared = h.ok(ConsumerGroupHeartbeat {
+        subscribed_topic_names: Some(vec!["payments".into()]),
+        subscribed_topic_regex: Some(String::new()),
+        topic_partitions: Some(parts(&[(1, &[0, 1, 2, 3]), (3, &[0, 1])])),
+        ..hb_req("g", "m", next.member_epoch)
+    });
+    assert_eq!(
+        cleared.assignment,
+        Some(Vec::new()),
+        "revoke everything before gaining payments"
+    );
 }

@@ -74,6 +74,8 @@ pub enum GroupError {
     UnsupportedAssignor { assignor: String },
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
+    #[error("subscribed topic regex {regex:?} is not valid: {reason}")]
+    InvalidRegularExpression { regex: String, reason: String },
     #[error(
         "group {group_id} is a classic group with members, not a consumer group; \
          use another group id, or wait until the classic group is empty"
@@ -105,6 +107,7 @@ impl GroupError {
             GroupError::MemberMetadataTooLarge { .. }
             | GroupError::AssignmentTooLarge { .. }
             | GroupError::InvalidRequest { .. } => 42,
+            GroupError::InvalidRegularExpression { .. } => 128,
             GroupError::FencedMemberEpoch { .. } => 110,
             GroupError::UnreleasedInstanceId { .. } => 111,
             GroupError::UnsupportedAssignor { .. } => 112,

@@ -766,6 +766,15 @@ impl groups::TopicMetadata for BrokerTopics<'_> {
             topic.partition_count(),
         ))
     }
+
+    fn topic_names(&self) -> Vec<String> {
+        let topics = self.0.all();
+        topics
+            .iter()
+            .filter(|topic| !topic.is_internal())
+            .map(|topic| topic.name.to_string())
+            .collect()
+    }
 }
 
 fn topic_partitions_from_wire(
