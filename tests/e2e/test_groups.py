@@ -919,5 +919,12 @@ def test_consumer_protocol_group_in_cli_describe(broker):
         rows = parse_groups_describe(out, t)
         for p in range(3):
             assert rows[p] == {"committed": 4, "end": 10, "lag": 6, "consumer": m.c.memberid()}, (p, out)
+        # ListGroups v5 filters by group type: this is a "consumer" group, not a "classic" one.
+        from confluent_kafka import ConsumerGroupType
+        from e2e_util import admin
+        adm = admin(broker.bootstrap)
+        by_type = {kind: {g.group_id for g in adm.list_consumer_groups(types={kind}).result(timeout=30).valid}
+                   for kind in (ConsumerGroupType.CONSUMER, ConsumerGroupType.CLASSIC)}
+        assert g in by_type[ConsumerGroupType.CONSUMER] and g not in by_type[ConsumerGroupType.CLASSIC], by_type
     finally:
         m.close()

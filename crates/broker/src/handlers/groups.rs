@@ -594,12 +594,12 @@ pub fn list_groups(
                     .iter()
                     .any(|state| state.eq_ignore_ascii_case(listing.state.as_str()))
         })
-        .filter(|_| {
+        .filter(|listing| {
             request.types_filter.is_empty()
                 || request
                     .types_filter
                     .iter()
-                    .any(|kind| kind.eq_ignore_ascii_case("classic"))
+                    .any(|kind| kind.eq_ignore_ascii_case(listing.group_type.as_str()))
         })
         .map(|listing| {
             let mut group = ListedGroup::default()
