@@ -221,11 +221,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         broker.clone(),
         settings.retention_check_interval_ms,
     ));
+    let trim = tokio::spawn(async {
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            let _ = tokio::task::spawn_blocking(broker::alloc::release_free_memory).await;
+        }
+    });
     let server = tokio::spawn(broker::server::serve(broker.clone(), listener));
     shutdown_signal().await;
     tracing::info!("shutting down: flushing");
     server.abort();
     retention.abort();
+    trim.abort();
     let broker_for_shutdown = broker.clone();
     tokio::task::spawn_blocking(move || broker_for_shutdown.shutdown()).await?;
     tracing::info!("stopped");
