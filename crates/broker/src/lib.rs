@@ -14,6 +14,7 @@
 //! ```
 
 pub mod alloc;
+pub mod codecs;
 pub mod error;
 pub mod flusher;
 pub mod group_service;

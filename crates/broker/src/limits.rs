@@ -28,3 +28,8 @@ pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
 /// Connections served at once; further accepts wait for one to close.
 pub const CONNECTIONS_MAX: usize = 10_000;
+
+/// Most bytes one stored batch may decompress to when the broker must look inside it (ListOffsets
+/// by timestamp on a compressed batch). A batch is at most `max.message.bytes` compressed; this
+/// bound refuses a decompression bomb instead of allocating its output.
+pub const DECOMPRESSED_BATCH_MAX_BYTES: usize = 64 * 1024 * 1024;

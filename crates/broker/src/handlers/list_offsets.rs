@@ -11,6 +11,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::Broker;
 use crate::error::KafkaError;
+use crate::limits::DECOMPRESSED_BATCH_MAX_BYTES;
 use crate::partition::Partition;
 
 const LATEST: i64 = -1;
@@ -96,7 +97,20 @@ fn first_at_or_after(mut batch: Bytes, target: i64) -> Option<(i64, i64)> {
         return (header.max_timestamp >= target)
             .then_some((header.base_offset, header.max_timestamp));
     }
-    let set = RecordBatchDecoder::decode(&mut batch).ok()?;
+    let bounded = |input: &mut Bytes, compression| {
+        crate::codecs::decompress(compression, input, DECOMPRESSED_BATCH_MAX_BYTES)
+            .map_err(anyhow::Error::new)
+    };
+    let set = match RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(bounded)) {
+        Ok(set) => set,
+        Err(error) => {
+            // Too large (or undecodable) to look inside: answer at batch granularity, the first
+            // offset that can hold a late-enough record, rather than no answer.
+            tracing::warn!(%error, base_offset = header.base_offset, "cannot look inside a stored batch");
+            return (header.max_timestamp >= target)
+                .then_some((header.base_offset, header.max_timestamp));
+        }
+    };
     set.records
         .iter()
         .find(|record| record.timestamp >= target)
