@@ -408,6 +408,36 @@ fn committed_for(
     }
 }
 
+/// OffsetFetch's answer for some topics, in either of its layouts (v0-7 and v8+ use different
+/// types with the same fields).
+macro_rules! fetched_topics {
+    ($topic:ty, $partition:ty, $entries:expr, $leader_epoch:expr) => {
+        $entries
+            .into_iter()
+            .map(|(topic, entries)| {
+                <$topic>::default()
+                    .with_name(TopicName(text(topic)))
+                    .with_partitions(
+                        entries
+                            .into_iter()
+                            .map(|(partition, committed): (i32, Option<CommittedOffset>)| {
+                                <$partition>::default()
+                                    .with_partition_index(partition)
+                                    .with_committed_offset(
+                                        committed.as_ref().map_or(-1, |c| c.offset),
+                                    )
+                                    .with_committed_leader_epoch($leader_epoch(&committed))
+                                    .with_metadata(Some(text(
+                                        committed.map(|c| c.metadata).unwrap_or_default(),
+                                    )))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    };
+}
+
 pub fn offset_fetch(
     broker: &Arc<Broker>,
     request: OffsetFetchRequest,
@@ -428,29 +458,12 @@ pub fn offset_fetch(
                 .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
                 .collect()
         });
-        let topics = committed_for(store, request.group_id.0.as_str(), wanted)
-            .into_iter()
-            .map(|(topic, entries)| {
-                OffsetFetchResponseTopic::default()
-                    .with_name(TopicName(text(topic)))
-                    .with_partitions(
-                        entries
-                            .into_iter()
-                            .map(|(partition, committed)| {
-                                OffsetFetchResponsePartition::default()
-                                    .with_partition_index(partition)
-                                    .with_committed_offset(
-                                        committed.as_ref().map_or(-1, |c| c.offset),
-                                    )
-                                    .with_committed_leader_epoch(leader_epoch(&committed))
-                                    .with_metadata(Some(text(
-                                        committed.map(|c| c.metadata).unwrap_or_default(),
-                                    )))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+        let topics = fetched_topics!(
+            OffsetFetchResponseTopic,
+            OffsetFetchResponsePartition,
+            committed_for(store, request.group_id.0.as_str(), wanted),
+            leader_epoch
+        );
         return OffsetFetchResponse::default().with_topics(topics);
     }
     let groups = request
@@ -463,29 +476,12 @@ pub fn offset_fetch(
                     .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
                     .collect()
             });
-            let topics = committed_for(store, group.group_id.0.as_str(), wanted)
-                .into_iter()
-                .map(|(topic, entries)| {
-                    OffsetFetchResponseTopics::default()
-                        .with_name(TopicName(text(topic)))
-                        .with_partitions(
-                            entries
-                                .into_iter()
-                                .map(|(partition, committed)| {
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(partition)
-                                        .with_committed_offset(
-                                            committed.as_ref().map_or(-1, |c| c.offset),
-                                        )
-                                        .with_committed_leader_epoch(leader_epoch(&committed))
-                                        .with_metadata(Some(text(
-                                            committed.map(|c| c.metadata).unwrap_or_default(),
-                                        )))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
+            let topics = fetched_topics!(
+                OffsetFetchResponseTopics,
+                OffsetFetchResponsePartitions,
+                committed_for(store, group.group_id.0.as_str(), wanted),
+                leader_epoch
+            );
             OffsetFetchResponseGroup::default()
                 .with_group_id(group.group_id)
                 .with_topics(topics)
