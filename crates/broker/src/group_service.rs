@@ -22,11 +22,16 @@ pub struct GroupService {
     next_token: AtomicU64,
     started: Instant,
     stopping: AtomicBool,
+    flusher: Arc<crate::flusher::Flusher>,
     pub offsets: OffsetStore,
 }
 
 impl GroupService {
-    pub fn new(offsets: OffsetStore, broker: &crate::BrokerConfig) -> GroupService {
+    pub fn new(
+        offsets: OffsetStore,
+        broker: &crate::BrokerConfig,
+        flusher: Arc<crate::flusher::Flusher>,
+    ) -> GroupService {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_nanos() as u64)
@@ -45,6 +50,7 @@ impl GroupService {
             next_token: AtomicU64::new(1),
             started: Instant::now(),
             stopping: AtomicBool::new(false),
+            flusher,
             offsets,
         }
     }
@@ -100,6 +106,9 @@ impl GroupService {
                     std::thread::sleep(TICK_INTERVAL);
                     let answers = service.with(|coordinator, now_ms| coordinator.tick(now_ms));
                     service.deliver(answers);
+                    if let Err(error) = service.offsets.snapshot_if_due(&service.flusher) {
+                        tracing::warn!(%error, "committed offsets snapshot failed; will retry");
+                    }
                 }
             })
             .expect("spawning the group ticker")

@@ -57,6 +57,8 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: u64,
     /// Kafka's `group.consumer.session.timeout.ms` (KIP-848 groups).
     pub group_consumer_session_timeout_ms: u64,
+    /// Offset records written between two snapshots of `__consumer_offsets`.
+    pub offsets_snapshot_after_records: u64,
 }
 
 impl BrokerConfig {
@@ -72,6 +74,7 @@ impl BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
+            offsets_snapshot_after_records: offsets::OFFSETS_SNAPSHOT_AFTER_RECORDS,
         }
     }
 }
@@ -93,8 +96,8 @@ impl Broker {
         let topics = Topics::open(&config.data_dir, flusher.clone())?;
         let producer_ids = ProducerIds::open(&config.data_dir).map_err(KafkaError::storage)?;
         let flusher_thread = flusher.start();
-        let offsets = OffsetStore::open(&topics)?;
-        let groups = Arc::new(GroupService::new(offsets, &config));
+        let offsets = OffsetStore::open(&topics, config.offsets_snapshot_after_records)?;
+        let groups = Arc::new(GroupService::new(offsets, &config, flusher.clone()));
         let ticker_thread = groups.start_ticker();
         Ok(Arc::new(Broker {
             config,

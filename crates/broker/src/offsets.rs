@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::Mutex;
 
 use crate::error::KafkaError;
@@ -38,11 +40,26 @@ pub type TopicPartition = (String, i32);
 pub struct OffsetStore {
     partition: Arc<Partition>,
     groups: Mutex<HashMap<String, BTreeMap<TopicPartition, CommittedOffset>>>,
+    /// Records appended since the last snapshot (or start).
+    records_since_snapshot: AtomicU64,
+    /// A snapshot is taken once this many records were appended since the last one.
+    snapshot_after_records: u64,
 }
+
+/// Records of committed offsets written between snapshots of `__consumer_offsets`: the topic is
+/// not compacted, so without snapshots it would grow with every commit and be replayed whole at
+/// start. A snapshot rewrites the live offsets and deletes the segments before it.
+pub const OFFSETS_SNAPSHOT_AFTER_RECORDS: u64 = 1_000_000;
+
+/// Records per batch of a snapshot.
+const SNAPSHOT_BATCH_RECORDS: usize = 1_000;
+
+/// How long a snapshot waits for its fsync before giving up (and keeping the old segments).
+const SNAPSHOT_DURABLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl OffsetStore {
     /// Creates the internal topic if needed and replays it.
-    pub fn open(topics: &Topics) -> Result<OffsetStore, KafkaError> {
+    pub fn open(topics: &Topics, snapshot_after_records: u64) -> Result<OffsetStore, KafkaError> {
         let topic = match topics.get(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => topics.create(
@@ -95,7 +112,80 @@ impl OffsetStore {
         Ok(OffsetStore {
             partition,
             groups: Mutex::new(groups),
+            records_since_snapshot: AtomicU64::new(replayed),
+            snapshot_after_records,
         })
+    }
+
+    /// Appends one batch of offset records under the store's lock (which orders it with the
+    /// in-memory view). Returns where it landed.
+    fn append(
+        &self,
+        group_records: &[(Vec<u8>, Option<Vec<u8>>)],
+        flusher: &Flusher,
+    ) -> Result<crate::partition::Appended, KafkaError> {
+        let timestamp = now_ms();
+        let mut builder = records::BatchBuilder::new(0);
+        for (key, value) in group_records {
+            builder = builder.record(Some(key), value.as_deref(), timestamp);
+        }
+        let mut batch = builder.build();
+        let header = records::validate_batch(&batch)?;
+        let appended = self
+            .partition
+            .append(&mut [(header, &mut batch[..])], false, flusher)?;
+        self.records_since_snapshot
+            .fetch_add(group_records.len() as u64, Ordering::Relaxed);
+        Ok(appended)
+    }
+
+    /// Takes a snapshot when enough records were written since the last one: rolls the offsets
+    /// partition, rewrites every live committed offset into the new segment, waits until that is
+    /// durable, then deletes the older segments. A crash at any point leaves either the old
+    /// segments (the snapshot repeats what they say) or the durable snapshot. Commits wait on
+    /// the store's lock meanwhile. Returns whether a snapshot was taken.
+    pub fn snapshot_if_due(&self, flusher: &Flusher) -> Result<bool, KafkaError> {
+        if self.records_since_snapshot.load(Ordering::Relaxed) < self.snapshot_after_records {
+            return Ok(false);
+        }
+        let groups = self.groups.lock();
+        self.partition.roll()?;
+        let snapshot_start = self.partition.log_end_offset();
+        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut last_offset = -1;
+        let live: usize = groups.values().map(BTreeMap::len).sum();
+        for (group, offsets) in groups.iter() {
+            for ((topic, partition), committed) in offsets {
+                records.push((
+                    encode_key(group, topic, *partition),
+                    Some(encode_value(committed)),
+                ));
+                if records.len() == SNAPSHOT_BATCH_RECORDS {
+                    last_offset = self.append(&records, flusher)?.last_offset;
+                    records.clear();
+                }
+            }
+        }
+        if !records.is_empty() {
+            last_offset = self.append(&records, flusher)?.last_offset;
+        }
+        let deadline = std::time::Instant::now() + SNAPSHOT_DURABLE_TIMEOUT;
+        while self.partition.high_watermark() <= last_offset {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!("offsets snapshot not durable in time; keeping the older segments");
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let deleted = self.partition.delete_segments_below(snapshot_start)?;
+        self.records_since_snapshot
+            .store(live as u64, Ordering::Relaxed);
+        tracing::info!(
+            live_offsets = live,
+            deleted_segments = deleted,
+            "committed offsets snapshot taken"
+        );
+        Ok(true)
     }
 
     /// Writes commits (`Some`) and deletions (`None`) for one group as one batch. Returns the
@@ -110,20 +200,18 @@ impl OffsetStore {
         if changes.is_empty() {
             return Ok(-1);
         }
-        let timestamp = now_ms();
-        let mut builder = records::BatchBuilder::new(0);
-        for ((topic, partition_index), committed) in changes {
-            let key = encode_key(group, topic, *partition_index);
-            let value = committed.as_ref().map(encode_value);
-            builder = builder.record(Some(&key), value.as_deref(), timestamp);
-        }
-        let mut batch = builder.build();
-        let header = records::validate_batch(&batch)?;
+        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
+            .iter()
+            .map(|((topic, partition_index), committed)| {
+                (
+                    encode_key(group, topic, *partition_index),
+                    committed.as_ref().map(encode_value),
+                )
+            })
+            .collect();
         // The lock orders the in-memory view like the log, so a replay ends where memory is.
         let mut groups = self.groups.lock();
-        let appended = self
-            .partition
-            .append(&mut [(header, &mut batch[..])], false, flusher)?;
+        let appended = self.append(&records, flusher)?;
         let offsets = groups.entry(group.to_string()).or_default();
         for (key, committed) in changes {
             match committed {

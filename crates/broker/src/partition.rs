@@ -214,6 +214,24 @@ impl Partition {
         self.state.read().log.max_timestamp()
     }
 
+    /// Starts a new segment at the log end (see `PartitionLog::roll_now`).
+    pub(crate) fn roll(&self) -> Result<(), KafkaError> {
+        self.state
+            .write()
+            .log
+            .roll_now()
+            .map_err(KafkaError::storage)
+    }
+
+    /// Deletes the whole segments below `offset`; the log start moves up.
+    pub(crate) fn delete_segments_below(&self, offset: i64) -> Result<u64, KafkaError> {
+        self.state
+            .write()
+            .log
+            .delete_segments_below(offset)
+            .map_err(KafkaError::storage)
+    }
+
     pub fn apply_retention(&self) -> Result<u64, log::LogError> {
         self.state.write().log.apply_retention(now_ms())
     }

@@ -430,6 +430,28 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Seals the active segment and starts a new one at the log end, so that what is appended
+    /// next begins a segment of its own. Nothing happens while the active segment is empty.
+    pub fn roll_now(&mut self) -> Result<(), LogError> {
+        if self.active().size == 0 {
+            return Ok(());
+        }
+        self.roll()
+    }
+
+    /// Deletes the whole segments that lie entirely below `offset`, oldest first, never the
+    /// active one; the log start moves to the first segment kept. For a log whose content below
+    /// `offset` has been superseded (the offsets topic after a snapshot). Returns how many.
+    pub fn delete_segments_below(&mut self, offset: i64) -> Result<u64, LogError> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[1].base_offset <= offset {
+            self.segments[0].delete_files()?;
+            self.segments.remove(0);
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Captures the fsyncs needed to make everything appended so far durable.
     pub fn begin_flush(&self) -> FlushJob {
         let mut files = self.pending_sealed.clone();

@@ -725,3 +725,35 @@ proptest! {
         check_model(config, ops)?;
     }
 }
+
+#[test]
+fn a_superseded_prefix_is_deleted_by_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    log.roll_now().unwrap(); // empty active segment: nothing to roll
+    assert_eq!(segment_files(dir.path(), "log").len(), 1);
+    append(&mut log, batch("old", 3, 1_000));
+    log.roll_now().unwrap();
+    append(&mut log, batch("old", 2, 2_000));
+    log.roll_now().unwrap();
+    let snapshot = append(&mut log, batch("snapshot", 4, 3_000));
+    assert_eq!(
+        (snapshot.base_offset, segment_files(dir.path(), "log").len()),
+        (5, 3)
+    );
+
+    assert_eq!(log.delete_segments_below(snapshot.base_offset).unwrap(), 2);
+    assert_eq!(log.log_start_offset(), 5);
+    assert_eq!(
+        log.delete_segments_below(i64::MAX).unwrap(),
+        0,
+        "never the active segment"
+    );
+    log.flush().unwrap();
+    drop(log);
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 9));
+    let read = values(&log.read(5, 1 << 20).unwrap());
+    assert_eq!(read.first(), Some(&(5, "snapshot-0".to_string())));
+    assert_eq!(read.len(), 4);
+}
