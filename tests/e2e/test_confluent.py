@@ -429,3 +429,38 @@ def test_transactional_producer_fails_fast_with_a_reason(broker):
     error = raised.value.args[0]
     assert time.monotonic() - started < 10, "init_transactions retried instead of failing"
     assert error.fatal() and "not supported" in error.str(), error
+
+
+@pytest.mark.broker_args("--retention-check-interval-ms", "200")
+def test_retention_deletes_old_segments_and_moves_the_log_start(broker):
+    """retention.bytes on a topic with small segments: the broker deletes whole old segments, the
+    log start offset (low watermark) moves up, a fetch below it is out of range, and everything
+    from the new start on is intact. Unlimited retention (the default) deletes nothing."""
+    from confluent_kafka import TopicPartition
+    t, keep = unique("retention"), unique("forever")
+    create_topic(broker.bootstrap, t, 1, config={"segment.bytes": "4096", "retention.bytes": "8192"})
+    create_topic(broker.bootstrap, keep, 1, config={"segment.bytes": "4096"})
+    p = producer(broker.bootstrap, **{"linger.ms": 0, "batch.num.messages": 1})
+    for topic in (t, keep):
+        d = produce_all(p, topic, [{"value": f"{i:04d}".encode() * 50} for i in range(200)])
+        assert not d.errors
+    wait_until(lambda: watermarks(broker.bootstrap, t, [0])[0][0] > 0, what="retention to delete segments")
+    low, high = watermarks(broker.bootstrap, t, [0])[0]
+    assert high == 200 and 0 < low < 200, (low, high)
+    got = consume_range(broker.bootstrap, t, {0: low}, {0: high})[0]
+    assert [m.offset() for m in got] == list(range(low, high))
+    assert all(m.value() == f"{m.offset():04d}".encode() * 50 for m in got)
+    # Reading below the log start: the consumer is told the offset is out of range.
+    c = consumer(broker.bootstrap, **{"auto.offset.reset": "error"})
+    try:
+        c.assign([TopicPartition(t, 0, 0)])
+        msg = None
+        deadline = time.monotonic() + TIMEOUT
+        while msg is None and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+        assert msg is not None and msg.error() is not None, msg
+        from confluent_kafka import KafkaError
+        assert msg.error().code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE), msg.error()
+    finally:
+        c.close()
+    assert watermarks(broker.bootstrap, keep, [0])[0] == (0, 200)
