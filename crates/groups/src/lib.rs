@@ -453,6 +453,27 @@ impl Coordinator {
         }
     }
 
+    /// Whether `incoming_bytes` fit in the memory budget once the `replaced_bytes` they take
+    /// the place of are given back.
+    fn check_memory_budget(
+        &self,
+        incoming_bytes: usize,
+        replaced_bytes: usize,
+    ) -> Result<(), GroupError> {
+        let available = self
+            .config
+            .max_stored_bytes
+            .saturating_sub(self.stored_bytes)
+            + replaced_bytes;
+        if incoming_bytes > available {
+            return Err(GroupError::MemoryBudgetExhausted {
+                needed: incoming_bytes,
+                available,
+            });
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
     }
@@ -528,17 +549,7 @@ impl Coordinator {
             .groups
             .get(&request.group_id)
             .map_or(0, |group| group.bytes_of_joining_member(&request));
-        let available = self
-            .config
-            .max_stored_bytes
-            .saturating_sub(self.stored_bytes)
-            + replaced_bytes;
-        if incoming_bytes > available {
-            return Err(GroupError::MemoryBudgetExhausted {
-                needed: incoming_bytes,
-                available,
-            });
-        }
+        self.check_memory_budget(incoming_bytes, replaced_bytes)?;
 
         if let Some(consumer_group) = self.consumer_groups.get(&request.group_id)
             && !consumer_group.members.is_empty()
@@ -698,17 +709,7 @@ impl Coordinator {
             });
         }
         let replaced_bytes = existing.map_or(0, |member| member.identity_bytes());
-        let available = self
-            .config
-            .max_stored_bytes
-            .saturating_sub(self.stored_bytes)
-            + replaced_bytes;
-        if incoming_bytes > available {
-            return Err(GroupError::MemoryBudgetExhausted {
-                needed: incoming_bytes,
-                available,
-            });
-        }
+        self.check_memory_budget(incoming_bytes, replaced_bytes)?;
 
         if !exists {
             // An empty classic group of this id becomes a consumer-protocol group.
