@@ -6,7 +6,7 @@ use records::RecordError;
 
 /// A failure answered to a client, with the Kafka error it maps to and a message that says what
 /// to fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct KafkaError {
     pub code: ResponseError,

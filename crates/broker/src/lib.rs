@@ -14,7 +14,6 @@
 //! ```
 
 pub mod alloc;
-pub mod codecs;
 pub mod error;
 pub mod flusher;
 pub mod group_service;
@@ -25,6 +24,7 @@ pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod server;
+pub mod tiering;
 pub mod topic_config;
 pub mod topics;
 
@@ -59,6 +59,8 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: u64,
     /// Offset records written between two snapshots of `__consumer_offsets`.
     pub offsets_snapshot_after_records: u64,
+    /// The cold tier; `None` keeps everything on local disk.
+    pub tiering: Option<tiering::TieringConfig>,
 }
 
 impl BrokerConfig {
@@ -75,6 +77,7 @@ impl BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
             offsets_snapshot_after_records: offsets::OFFSETS_SNAPSHOT_AFTER_RECORDS,
+            tiering: None,
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct Broker {
     pub flusher: Arc<Flusher>,
     pub producer_ids: ProducerIds,
     pub groups: Arc<GroupService>,
+    pub tiering: Option<tiering::Tiering>,
     threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -99,7 +103,13 @@ impl Broker {
         let offsets = OffsetStore::open(&topics, config.offsets_snapshot_after_records)?;
         let groups = Arc::new(GroupService::new(offsets, &config, flusher.clone()));
         let ticker_thread = groups.start_ticker();
+        let tiering = config
+            .tiering
+            .clone()
+            .map(tiering::Tiering::open)
+            .transpose()?;
         Ok(Arc::new(Broker {
+            tiering,
             config,
             topics,
             flusher,
@@ -118,9 +128,13 @@ impl Broker {
         }
     }
 
-    /// Deletes segments past `retention.ms` / `retention.bytes` in every partition.
+    /// Deletes segments past `retention.ms` / `retention.bytes` in every partition whose
+    /// segments do not move to the cold tier (the tier applies retention to the others).
     pub fn apply_retention(&self) {
         for topic in self.topics.all() {
+            if self.tiering.is_some() && tiering::Tiering::uploads(&topic) {
+                continue;
+            }
             for partition in topic.partitions() {
                 match partition.apply_retention() {
                     Ok(0) => {}

@@ -28,6 +28,8 @@ pub struct Partition {
     pub index: i32,
     state: RwLock<State>,
     high_watermark: watch::Sender<i64>,
+    /// The cold tier's manifest for this partition, once loaded (see `tiering`).
+    cold: RwLock<Option<Arc<tier::Manifest>>>,
 }
 
 /// Where an appended record set landed.
@@ -74,6 +76,7 @@ impl Partition {
                 dirty: false,
             }),
             high_watermark: watch::Sender::new(durable_end),
+            cold: RwLock::new(None),
         }))
     }
 
@@ -85,8 +88,46 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
+    /// The first offset of the whole log: the cold tier's start when it holds anything older
+    /// than the local segments.
     pub fn log_start_offset(&self) -> i64 {
+        let local = self.local_start_offset();
+        self.cold_start_offset()
+            .map_or(local, |cold| cold.min(local))
+    }
+
+    /// The first offset on local disk.
+    pub fn local_start_offset(&self) -> i64 {
         self.state.read().log.log_start_offset()
+    }
+
+    /// The cold tier's manifest, if it has been loaded.
+    pub fn cold_manifest(&self) -> Option<Arc<tier::Manifest>> {
+        self.cold.read().clone()
+    }
+
+    pub(crate) fn set_cold_manifest(&self, manifest: Arc<tier::Manifest>) {
+        *self.cold.write() = Some(manifest);
+    }
+
+    fn cold_start_offset(&self) -> Option<i64> {
+        self.cold
+            .read()
+            .as_ref()
+            .and_then(|manifest| manifest.start_offset())
+    }
+
+    /// Bytes of log on local disk.
+    pub fn local_bytes(&self) -> u64 {
+        self.state.read().log.size_bytes()
+    }
+
+    pub fn sealed_segments(&self) -> Vec<log::SegmentInfo> {
+        self.state.read().log.sealed_segments()
+    }
+
+    pub fn sealed_slice(&self, offset: i64) -> Result<Option<log::SealedSlice>, KafkaError> {
+        Ok(self.state.read().log.sealed_slice(offset)?)
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -170,12 +211,19 @@ impl Partition {
         Ok(())
     }
 
-    /// Whole batches from `offset`, never past the high watermark.
+    /// Whole batches from `offset` in the local log, never past the high watermark. An offset
+    /// in a gap between the cold tier and the local log reads from the local start.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, KafkaError> {
         let high_watermark = self.high_watermark();
+        let log_start_offset = self.log_start_offset();
         let state = self.state.read();
-        let log_start_offset = state.log.log_start_offset();
+        let local_start_offset = state.log.log_start_offset();
         let log_end_offset = state.log.log_end_offset();
+        let offset = if offset >= log_start_offset {
+            offset.max(local_start_offset)
+        } else {
+            offset
+        };
         if offset < log_start_offset || offset > log_end_offset {
             return Err(KafkaError::new(
                 ResponseError::OffsetOutOfRange,

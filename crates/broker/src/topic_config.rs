@@ -58,6 +58,18 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "bytes between entries of the sparse offset and time indexes",
     },
     ConfigDef {
+        name: "local.retention.bytes",
+        default: "1073741824",
+        kind: ConfigKind::Long { min: -2 },
+        doc: "with remote storage, the bytes of already uploaded segments a partition keeps on local disk (the hot window); -2 follows retention.bytes",
+    },
+    ConfigDef {
+        name: "local.retention.ms",
+        default: "-2",
+        kind: ConfigKind::Long { min: -2 },
+        doc: "with remote storage, how long uploaded segments stay on local disk; -2 follows retention.ms",
+    },
+    ConfigDef {
         name: "max.message.bytes",
         default: "1048588",
         kind: ConfigKind::Int { min: 0 },
@@ -76,10 +88,16 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "replicas that must hold a write for acks=all; one replica exists until replication does",
     },
     ConfigDef {
+        name: "remote.storage.enable",
+        default: "true",
+        kind: ConfigKind::OneOf(&["true", "false"]),
+        doc: "whether sealed segments move to the cold tier (Parquet in the object store); retention then applies to the whole log, local and remote",
+    },
+    ConfigDef {
         name: "retention.bytes",
         default: "-1",
         kind: ConfigKind::Long { min: -1 },
-        doc: "largest size a partition keeps before deleting its oldest segments; -1 keeps everything",
+        doc: "largest size (of log bytes, local and remote) a partition keeps before deleting its oldest segments and objects; -1 keeps everything",
     },
     ConfigDef {
         name: "retention.ms",
@@ -214,6 +232,34 @@ impl TopicConfig {
         self.number("min.insync.replicas")
     }
 
+    pub fn remote_storage_enabled(&self) -> bool {
+        self.get("remote.storage.enable").map(|(value, _)| value) == Some("true")
+    }
+
+    /// `local.retention.ms`, with -2 resolved to `retention.ms`.
+    pub fn local_retention_ms(&self) -> i64 {
+        match self.number("local.retention.ms") {
+            -2 => self.number("retention.ms"),
+            value => value,
+        }
+    }
+
+    /// `local.retention.bytes`, with -2 resolved to `retention.bytes`.
+    pub fn local_retention_bytes(&self) -> i64 {
+        match self.number("local.retention.bytes") {
+            -2 => self.number("retention.bytes"),
+            value => value,
+        }
+    }
+
+    pub fn retention_ms(&self) -> i64 {
+        self.number("retention.ms")
+    }
+
+    pub fn retention_bytes(&self) -> i64 {
+        self.number("retention.bytes")
+    }
+
     pub fn log_config(&self) -> log::LogConfig {
         log::LogConfig {
             segment_bytes: self.number("segment.bytes") as u64,
@@ -250,6 +296,10 @@ mod tests {
         check("message.timestamp.type", "Now", false);
         check("compression.type", "gzip", false);
         check("no.such.config", "1", false);
+        check("remote.storage.enable", "false", true);
+        check("remote.storage.enable", "yes", false);
+        check("local.retention.bytes", "-2", true);
+        check("local.retention.ms", "-3", false);
     }
 
     #[test]
@@ -263,5 +313,11 @@ mod tests {
         assert_eq!(config.get("retention.ms"), Some(("-1", true)));
         assert!(config.delete("bogus").is_err());
         assert_eq!(config.max_message_bytes(), 1_048_588);
+        assert!(config.remote_storage_enabled());
+        assert_eq!(config.local_retention_ms(), -1);
+        config.set("retention.ms", "5000").unwrap();
+        assert_eq!(config.local_retention_ms(), 5000);
+        config.set("local.retention.ms", "100").unwrap();
+        assert_eq!(config.local_retention_ms(), 100);
     }
 }

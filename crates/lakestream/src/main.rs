@@ -2,6 +2,7 @@
 
 mod consume;
 mod groups;
+mod http;
 mod limits;
 mod produce;
 mod serve;

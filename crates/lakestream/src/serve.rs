@@ -25,7 +25,7 @@ pub struct ServeArgs {
     /// PostgreSQL wire listener, for SQL (reserved: not served yet) [default: 127.0.0.1:5433].
     #[arg(long, env = "LAKESTREAM_PG_ADDR")]
     pub pg_addr: Option<SocketAddr>,
-    /// HTTP listener for admin, metrics and SQL (reserved: not served yet) [default: 127.0.0.1:8080].
+    /// HTTP listener for admin (`/v1/topics/NAME`) and metrics (`/metrics`) [default: 127.0.0.1:8080].
     #[arg(long, env = "LAKESTREAM_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
     /// Create topics on first use in Metadata (Kafka's auto.create.topics.enable).
@@ -49,6 +49,23 @@ pub struct ServeArgs {
     /// (Kafka's group.consumer.session.timeout.ms) [default: 45000].
     #[arg(long, env = "LAKESTREAM_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
     pub group_consumer_session_timeout_ms: Option<u64>,
+    /// The cold tier: a folder, file:///PATH, s3://BUCKET[/PREFIX] (with AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION from the environment), or `none`
+    /// to keep everything on local disk [default: DATA_DIR/cold].
+    #[arg(long, env = "LAKESTREAM_COLD_STORE")]
+    pub cold_store: Option<String>,
+    /// How often sealed segments are uploaded and the hot window enforced [default: 1000].
+    #[arg(long, env = "LAKESTREAM_TIER_INTERVAL_MS")]
+    pub tier_interval_ms: Option<u64>,
+    /// Memory for cold data being served (re-encoded batches) [default: 268435456].
+    #[arg(long, env = "LAKESTREAM_COLD_CACHE_BYTES")]
+    pub cold_cache_bytes: Option<usize>,
+    /// Largest run of log turned into one Parquet object [default: 67108864].
+    #[arg(long, env = "LAKESTREAM_COLD_OBJECT_BYTES")]
+    pub cold_object_bytes: Option<usize>,
+    /// Parquet compression of cold objects: zstd or snappy [default: zstd].
+    #[arg(long, env = "LAKESTREAM_COLD_COMPRESSION")]
+    pub cold_compression: Option<String>,
 }
 
 /// The file form of the same settings.
@@ -66,6 +83,11 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<u64>,
     group_consumer_heartbeat_interval_ms: Option<u64>,
     group_consumer_session_timeout_ms: Option<u64>,
+    cold_store: Option<String>,
+    tier_interval_ms: Option<u64>,
+    cold_cache_bytes: Option<usize>,
+    cold_object_bytes: Option<usize>,
+    cold_compression: Option<String>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -83,6 +105,7 @@ pub struct Settings {
     pub group_initial_rebalance_delay_ms: u64,
     pub group_consumer_heartbeat_interval_ms: u64,
     pub group_consumer_session_timeout_ms: u64,
+    pub tiering: Option<broker::tiering::TieringConfig>,
 }
 
 impl ServeArgs {
@@ -126,11 +149,39 @@ impl ServeArgs {
                 broker::limits::PARTITIONS_PER_TOPIC_MAX
             );
         }
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| "lakestream-data".into());
+        let cold_store = self
+            .cold_store
+            .or(file.cold_store)
+            .unwrap_or_else(|| data_dir.join("cold").display().to_string());
+        let tiering = if cold_store == "none" {
+            None
+        } else {
+            let location = tier::StoreLocation::parse(&cold_store)
+                .with_context(|| format!("--cold-store {cold_store}"))?;
+            let mut tiering = broker::tiering::TieringConfig::new(location);
+            if let Some(ms) = self.tier_interval_ms.or(file.tier_interval_ms) {
+                tiering.interval = Duration::from_millis(ms.max(1));
+            }
+            if let Some(bytes) = self.cold_cache_bytes.or(file.cold_cache_bytes) {
+                tiering.cache_bytes = bytes;
+            }
+            if let Some(bytes) = self.cold_object_bytes.or(file.cold_object_bytes) {
+                tiering.object_bytes = bytes.max(1);
+            }
+            match self.cold_compression.or(file.cold_compression).as_deref() {
+                None | Some("zstd") => tiering.convert.codec = tier::ParquetCodec::Zstd,
+                Some("snappy") => tiering.convert.codec = tier::ParquetCodec::Snappy,
+                Some(other) => bail!("--cold-compression must be zstd or snappy, not {other:?}"),
+            }
+            Some(tiering)
+        };
         Ok(Settings {
-            data_dir: self
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| "lakestream-data".into()),
+            tiering,
+            data_dir,
             kafka_addr,
             advertised_host,
             advertised_port,
@@ -197,6 +248,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     config.group_initial_rebalance_delay_ms = settings.group_initial_rebalance_delay_ms;
     config.group_consumer_heartbeat_interval_ms = settings.group_consumer_heartbeat_interval_ms;
     config.group_consumer_session_timeout_ms = settings.group_consumer_session_timeout_ms;
+    config.tiering = settings.tiering.clone();
     let broker = broker::Broker::open(config).with_context(|| {
         format!(
             "cannot open the data directory {}",
@@ -212,11 +264,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         data_dir = %settings.data_dir.display(),
         "lakestream listening"
     );
-    tracing::debug!(
-        pg = %settings.pg_addr,
-        http = %settings.http_addr,
-        "the SQL and HTTP endpoints are reserved and not served yet"
-    );
+    let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http-addr)", settings.http_addr))?;
+    tracing::info!(http = %settings.http_addr, "admin and metrics over HTTP");
+    tracing::debug!(pg = %settings.pg_addr, "the SQL endpoint is reserved and not served yet");
+    let http = tokio::spawn(crate::http::serve(broker.clone(), http_listener));
+    let tiering = tokio::spawn(broker::tiering::Tiering::run(broker.clone()));
     let retention = tokio::spawn(retention_loop(
         broker.clone(),
         settings.retention_check_interval_ms,
@@ -232,6 +286,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: flushing");
     server.abort();
+    http.abort();
+    tiering.abort();
     retention.abort();
     trim.abort();
     let broker_for_shutdown = broker.clone();

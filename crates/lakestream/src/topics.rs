@@ -5,6 +5,7 @@ use client::{
     Client, ConfigEntry, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Offset, PartitionId, TopicMetadata,
 };
 
+use crate::http::TopicInfo;
 use crate::shared::{self, BootstrapArgs, explain, parse_key_value, table};
 
 #[derive(clap::Args, Debug, PartialEq)]
@@ -32,8 +33,18 @@ pub enum TopicsCommand {
     },
     /// List topics and their partition counts.
     List,
-    /// Show a topic's partitions, offsets and configs.
-    Describe { topic: String },
+    /// Show a topic's partitions, offsets, hot and cold storage, and configs.
+    Describe {
+        topic: String,
+        /// The broker's HTTP endpoint, for the hot/cold storage table.
+        #[arg(
+            long,
+            env = "LAKESTREAM_HTTP_ADDR",
+            default_value = "127.0.0.1:8080",
+            value_name = "HOST:PORT"
+        )]
+        http_addr: String,
+    },
     /// Set or reset topic configs.
     #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     Alter {
@@ -81,8 +92,16 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
                 let metadata = client.metadata(None).await?;
                 print!("{}", format_list(&metadata.topics));
             }
-            TopicsCommand::Describe { topic } => {
-                let text = describe(&mut client, &topic).await?;
+            TopicsCommand::Describe { topic, http_addr } => {
+                let mut text = describe(&mut client, &topic).await?;
+                let url = format!("http://{http_addr}/v1/topics/{topic}");
+                let storage = tokio::task::spawn_blocking(move || fetch_topic_info(&url)).await?;
+                match storage {
+                    Ok(info) => text.push_str(&format_storage(&info)),
+                    Err(error) => text.push_str(&format!(
+                        "\nStorage: unknown ({error:#}; pass --http-addr HOST:PORT)\n"
+                    )),
+                }
                 print!("{text}");
             }
             TopicsCommand::Alter {
@@ -220,6 +239,63 @@ pub fn format_describe(
     out
 }
 
+fn fetch_topic_info(url: &str) -> anyhow::Result<TopicInfo> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let body = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading {url}"))?;
+    serde_json::from_str(&body).with_context(|| format!("{url} answered {body:?}"))
+}
+
+/// The hot (local disk) and cold (object store) offset ranges of each partition.
+pub fn format_storage(info: &TopicInfo) -> String {
+    let mut rows = vec![
+        [
+            "Partition",
+            "Hot",
+            "LocalBytes",
+            "Cold",
+            "Objects",
+            "ColdBytes",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let range = |start: i64, end: i64| {
+        if end > start {
+            format!("{start}..{end}")
+        } else {
+            "-".to_owned()
+        }
+    };
+    for p in &info.partitions {
+        let cold = if p.cold.loaded {
+            range(p.cold.start_offset, p.cold.end_offset)
+        } else {
+            "(not loaded)".to_owned()
+        };
+        rows.push(vec![
+            p.partition.to_string(),
+            range(p.local_start_offset, p.high_watermark),
+            p.local_bytes.to_string(),
+            cold,
+            p.cold.objects.to_string(),
+            p.cold.bytes.to_string(),
+        ]);
+    }
+    format!(
+        "\nStorage (hot: local disk, cold: Parquet in the object store; ranges are start..end):\n{}",
+        table(&rows)
+    )
+}
+
 fn join(nodes: &[i32]) -> String {
     nodes
         .iter()
@@ -300,6 +376,33 @@ retention.ms    1000    topic
         assert_eq!(
             format_describe(&topic("orders", 2), &offsets, &configs),
             expect
+        );
+        let storage = TopicInfo {
+            name: "orders".into(),
+            id: "x".into(),
+            partitions: vec![crate::http::PartitionInfo {
+                partition: 0,
+                log_start_offset: 0,
+                local_start_offset: 900,
+                high_watermark: 1000,
+                local_bytes: 4096,
+                cold: crate::http::ColdInfo {
+                    loaded: true,
+                    start_offset: 0,
+                    end_offset: 950,
+                    objects: 3,
+                    bytes: 777,
+                    log_bytes: 9000,
+                },
+            }],
+        };
+        let shown = format_storage(&storage);
+        assert!(
+            shown.ends_with(
+                "Partition  Hot        LocalBytes  Cold    Objects  ColdBytes\n\
+                 0          900..1000  4096        0..950  3        777\n"
+            ),
+            "{shown}"
         );
         let missing_offsets = format_describe(&topic("t", 1), &[], &[]);
         assert!(missing_offsets.contains("0          0       0         ?               ?\n"));

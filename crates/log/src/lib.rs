@@ -157,6 +157,56 @@ impl FlushJob {
     }
 }
 
+/// A sealed segment as the cold tier sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    /// The newest batch max timestamp in the segment (-1 if empty).
+    pub max_timestamp: i64,
+}
+
+/// Part of a sealed segment, readable without holding the log (see
+/// [`PartitionLog::sealed_slice`]).
+#[derive(Debug)]
+pub struct SealedSlice {
+    file: Arc<File>,
+    path: PathBuf,
+    position: u64,
+    end: u64,
+    segment_next_offset: i64,
+}
+
+impl SealedSlice {
+    /// The offset after the segment's last batch.
+    pub fn segment_next_offset(&self) -> i64 {
+        self.segment_next_offset
+    }
+
+    /// Whole batches from the slice's start: at most `max_bytes`, but at least one batch.
+    pub fn read(&self, max_bytes: usize) -> Result<Bytes, LogError> {
+        // The first batch's length is the least read; its header says how long it is.
+        let mut header_bytes = [0u8; records::BATCH_HEADER_LEN];
+        self.file
+            .read_exact_at(&mut header_bytes, self.position)
+            .map_err(|source| LogError::io("reading", &self.path, source))?;
+        let first = BatchHeader::parse(&header_bytes).map_err(|error| LogError::Corrupt {
+            path: self.path.clone(),
+            position: self.position,
+            reason: error.to_string(),
+        })?;
+        segment::read_batches(
+            &self.file,
+            &self.path,
+            self.position,
+            self.end,
+            max_bytes.max(first.total_len()),
+            i64::MAX,
+        )
+    }
+}
+
 /// One partition's log. Not internally synchronized: the broker wraps it in a lock. All reads
 /// take `&self` (positioned reads, no seek state), so a read-write lock lets fetches run in
 /// parallel with each other.
@@ -437,6 +487,37 @@ impl PartitionLog {
             return Ok(());
         }
         self.roll()
+    }
+
+    /// The sealed segments (every one but the active), oldest first.
+    pub fn sealed_segments(&self) -> Vec<SegmentInfo> {
+        self.segments[..self.segments.len() - 1]
+            .iter()
+            .map(|segment| SegmentInfo {
+                base_offset: segment.base_offset,
+                next_offset: segment.next_offset,
+                size: segment.size,
+                max_timestamp: if segment.size > 0 {
+                    segment.max_timestamp
+                } else {
+                    -1
+                },
+            })
+            .collect()
+    }
+
+    /// A reader of the sealed segment holding `offset` (or, after a gap, the next sealed
+    /// segment), starting at the batch that holds it. `None` if `offset` is in the active
+    /// segment or beyond.
+    pub fn sealed_slice(&self, offset: i64) -> Result<Option<SealedSlice>, LogError> {
+        let sealed = &self.segments[..self.segments.len() - 1];
+        let first = sealed.partition_point(|segment| segment.next_offset <= offset);
+        for segment in &sealed[first..] {
+            if let Some(slice) = segment.sealed_slice(offset)? {
+                return Ok(Some(slice));
+            }
+        }
+        Ok(None)
     }
 
     /// Deletes the whole segments that lie entirely below `offset`, oldest first, never the

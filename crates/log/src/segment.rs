@@ -425,22 +425,29 @@ impl Segment {
         if first.last_offset() >= end_offset {
             return Ok(Some(Bytes::new()));
         }
-        let want = (max_bytes.max(first.total_len()) as u64).min(self.size - position) as usize;
-        let mut buffer = vec![0u8; want];
-        self.file
-            .read_exact_at(&mut buffer, position)
-            .map_err(|source| LogError::io("reading", &self.path, source))?;
-        let mut taken = 0;
-        while buffer.len() - taken >= BATCH_HEADER_LEN {
-            let header = BatchHeader::parse(&buffer[taken..])
-                .map_err(|error| self.corrupt(position + taken as u64, error.to_string()))?;
-            if taken + header.total_len() > buffer.len() || header.last_offset() >= end_offset {
-                break;
-            }
-            taken += header.total_len();
-        }
-        buffer.truncate(taken);
-        Ok(Some(Bytes::from(buffer)))
+        read_batches(
+            &self.file,
+            &self.path,
+            position,
+            self.size,
+            max_bytes.max(first.total_len()),
+            end_offset,
+        )
+        .map(Some)
+    }
+
+    /// A reader of this (sealed) segment from the batch holding `offset`, usable without the
+    /// log: a sealed segment's bytes never change, and the open file outlives a deletion.
+    pub(crate) fn sealed_slice(&self, offset: i64) -> Result<Option<crate::SealedSlice>, LogError> {
+        Ok(self
+            .find_batch(offset)?
+            .map(|(position, _)| crate::SealedSlice {
+                file: Arc::clone(&self.file),
+                path: self.path.clone(),
+                position,
+                end: self.size,
+                segment_next_offset: self.next_offset,
+            }))
     }
 
     /// The first record with timestamp >= `target` in this segment, as (offset, timestamp).
@@ -487,4 +494,35 @@ impl Segment {
 
 struct Scanned {
     problem: Option<String>,
+}
+
+/// Whole batches of `file` from `position` (a batch boundary) up to `end`, at most `max_bytes`
+/// (at least the first batch, whatever `max_bytes` says, if `max_bytes` covers its length),
+/// none with a last offset at or above `end_offset`.
+pub(crate) fn read_batches(
+    file: &File,
+    path: &Path,
+    position: u64,
+    end: u64,
+    max_bytes: usize,
+    end_offset: i64,
+) -> Result<Bytes, LogError> {
+    let want = (max_bytes as u64).min(end.saturating_sub(position)) as usize;
+    let mut buffer = vec![0u8; want];
+    file.read_exact_at(&mut buffer, position)
+        .map_err(|source| LogError::io("reading", path, source))?;
+    let mut taken = 0;
+    while buffer.len() - taken >= BATCH_HEADER_LEN {
+        let header = BatchHeader::parse(&buffer[taken..]).map_err(|error| LogError::Corrupt {
+            path: path.to_path_buf(),
+            position: position + taken as u64,
+            reason: error.to_string(),
+        })?;
+        if taken + header.total_len() > buffer.len() || header.last_offset() >= end_offset {
+            break;
+        }
+        taken += header.total_len();
+    }
+    buffer.truncate(taken);
+    Ok(Bytes::from(buffer))
 }

@@ -757,3 +757,46 @@ fn a_superseded_prefix_is_deleted_by_whole_segments() {
     assert_eq!(read.first(), Some(&(5, "snapshot-0".to_string())));
     assert_eq!(read.len(), 4);
 }
+
+#[test]
+fn sealed_slices_read_sealed_segments_without_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 300,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    let mut appended = Vec::new();
+    for n in 0..20u8 {
+        let mut batch = records::BatchBuilder::new(0)
+            .record(None, Some(&[n; 40]), 1_000 + n as i64)
+            .build();
+        log.append(&mut batch, 2_000, false).unwrap();
+        appended.push(batch);
+    }
+    let sealed = log.sealed_segments();
+    assert!(sealed.len() >= 2, "{sealed:?}");
+    assert_eq!(sealed[0].base_offset, 0);
+    for pair in sealed.windows(2) {
+        assert_eq!(pair[0].next_offset, pair[1].base_offset);
+    }
+    let first = sealed[0];
+    let slice = log.sealed_slice(1).unwrap().unwrap();
+    assert_eq!(slice.segment_next_offset(), first.next_offset);
+    // At least one batch, whatever the limit; then whole batches only.
+    let one = slice.read(1).unwrap();
+    assert_eq!(&one[..], &appended[1][..]);
+    let all = slice.read(1 << 20).unwrap();
+    let expected: Vec<u8> = appended[1..first.next_offset as usize].concat();
+    assert_eq!(&all[..], &expected[..]);
+    // The active segment is not sealed.
+    assert!(
+        log.sealed_slice(log.log_end_offset() - 1)
+            .unwrap()
+            .is_none()
+    );
+    // A deleted segment stays readable through a slice taken before.
+    let slice = log.sealed_slice(0).unwrap().unwrap();
+    log.delete_segments_below(first.next_offset).unwrap();
+    assert_eq!(slice.read(1).unwrap().len(), appended[0].len());
+}

@@ -1,9 +1,7 @@
 //! Builds v2 batches. For tests and tools: a real producer's batches come from the client.
 
-use crate::record::{put_varint, put_varlong};
-use crate::{
-    ATTRIBUTES_AT, BATCH_HEADER_LEN, CRC_AT, CRC_START, Compression, LOG_OVERHEAD, MAGIC_V2,
-};
+use crate::encoder::{BatchEncoder, RecordFields, put_header, seal};
+use crate::{BatchHeader, CONTROL_BIT, Compression, Header, MAGIC_V2, TRANSACTIONAL_BIT};
 
 /// The idempotent-producer fields of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,78 +128,66 @@ impl BatchBuilder {
     }
 
     pub fn build(&self) -> Vec<u8> {
-        let mut out = vec![0u8; BATCH_HEADER_LEN];
         let mut attributes: i16 = 0;
-        let (record_count, base_timestamp, max_timestamp) = match &self.opaque {
-            Some((compression, count, timestamp_ms, payload)) => {
-                attributes |= compression.codec();
-                out.extend_from_slice(payload);
-                (*count, *timestamp_ms, *timestamp_ms)
-            }
-            None => {
-                let base_timestamp = self.records.first().map_or(-1, |r| r.timestamp_ms);
-                let max_timestamp = self
-                    .records
-                    .iter()
-                    .map(|r| r.timestamp_ms)
-                    .max()
-                    .unwrap_or(-1);
-                let mut body = Vec::new();
-                for (index, record) in self.records.iter().enumerate() {
-                    body.clear();
-                    body.push(0); // attributes
-                    put_varlong(&mut body, record.timestamp_ms - base_timestamp);
-                    put_varint(&mut body, index as i32);
-                    put_nullable(&mut body, record.key.as_deref());
-                    put_nullable(&mut body, record.value.as_deref());
-                    put_varint(&mut body, record.headers.len() as i32);
-                    for (key, value) in &record.headers {
-                        put_nullable(&mut body, Some(key));
-                        put_nullable(&mut body, value.as_deref());
-                    }
-                    put_varint(&mut out, body.len() as i32);
-                    out.extend_from_slice(&body);
-                }
-                (self.records.len() as i32, base_timestamp, max_timestamp)
-            }
-        };
         if self.transactional {
-            attributes |= 0x10;
+            attributes |= TRANSACTIONAL_BIT;
         }
         if self.control {
-            attributes |= 0x20;
+            attributes |= CONTROL_BIT;
         }
-        let batch_length = (out.len() - LOG_OVERHEAD) as i32;
-        let mut header = Vec::with_capacity(BATCH_HEADER_LEN);
-        header.extend_from_slice(&self.base_offset.to_be_bytes());
-        header.extend_from_slice(&batch_length.to_be_bytes());
-        header.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
-        header.push(MAGIC_V2 as u8);
-        header.extend_from_slice(&[0; 4]); // crc, below
-        header.extend_from_slice(&attributes.to_be_bytes());
-        header.extend_from_slice(&(record_count - 1).to_be_bytes());
-        header.extend_from_slice(&base_timestamp.to_be_bytes());
-        header.extend_from_slice(&max_timestamp.to_be_bytes());
-        header.extend_from_slice(&self.producer.producer_id.to_be_bytes());
-        header.extend_from_slice(&self.producer.producer_epoch.to_be_bytes());
-        header.extend_from_slice(&self.producer.base_sequence.to_be_bytes());
-        header.extend_from_slice(&record_count.to_be_bytes());
-        debug_assert_eq!(header.len(), BATCH_HEADER_LEN);
-        debug_assert_eq!(ATTRIBUTES_AT, CRC_START);
-        out[..BATCH_HEADER_LEN].copy_from_slice(&header);
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let mut header = BatchHeader {
+            base_offset: self.base_offset,
+            batch_length: 0,
+            partition_leader_epoch: self.partition_leader_epoch,
+            magic: MAGIC_V2,
+            crc: 0,
+            attributes,
+            last_offset_delta: self.records.len() as i32 - 1,
+            base_timestamp: self.records.first().map_or(-1, |r| r.timestamp_ms),
+            max_timestamp: self
+                .records
+                .iter()
+                .map(|r| r.timestamp_ms)
+                .max()
+                .unwrap_or(-1),
+            producer_id: self.producer.producer_id,
+            producer_epoch: self.producer.producer_epoch,
+            base_sequence: self.producer.base_sequence,
+            record_count: self.records.len() as i32,
+        };
+        let mut out = Vec::new();
+        if let Some((compression, count, timestamp_ms, payload)) = &self.opaque {
+            header.attributes |= compression.codec();
+            header.last_offset_delta = count - 1;
+            header.record_count = *count;
+            header.base_timestamp = *timestamp_ms;
+            header.max_timestamp = *timestamp_ms;
+            put_header(&mut out, &header);
+            out.extend_from_slice(payload);
+            seal(&mut out).expect("a test batch is smaller than 2 GiB");
+            return out;
+        }
+        let mut encoder = BatchEncoder::begin(&mut out, &header);
+        for (index, record) in self.records.iter().enumerate() {
+            let fields = RecordFields {
+                attributes: 0,
+                timestamp_delta: record.timestamp_ms - header.base_timestamp,
+                offset_delta: index as i32,
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+            };
+            let headers = record.headers.iter().map(|(key, value)| Header {
+                key,
+                value: value.as_deref(),
+            });
+            encoder
+                .record(&mut out, &fields, headers)
+                .expect("a test record is smaller than 2 GiB");
+        }
+        encoder
+            .finish(&mut out)
+            .expect("a test batch is smaller than 2 GiB");
         out
-    }
-}
-
-fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        None => put_varint(out, -1),
-        Some(bytes) => {
-            put_varint(out, bytes.len() as i32);
-            out.extend_from_slice(bytes);
-        }
     }
 }
 

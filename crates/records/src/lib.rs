@@ -1,9 +1,13 @@
 //! Kafka RecordBatch v2 ("magic 2") on raw bytes: parse the 61-byte header, validate lengths,
 //! CRC32C and (for uncompressed batches) every record, split a record set into batches, and
 //! rewrite the few fields a broker owns (base offset, leader epoch, LogAppendTime) in place.
+//! Beside that: bounded decompression of a records section ([`codecs`]), walking the records of
+//! a decompressed section ([`records_in_section`]), and writing uncompressed batches record by
+//! record ([`BatchEncoder`]).
 //!
-//! **Architecture invariant:** this crate does no I/O and never decompresses. A compressed batch
-//! is checked as far as its header and CRC go; its records stay opaque bytes.
+//! **Architecture invariant:** this crate does no I/O, and validation never decompresses: a
+//! compressed batch is checked as far as its header and CRC go; its records stay opaque bytes
+//! unless a caller asks [`codecs::decompress`], which bounds its output.
 //!
 //! ```
 //! use records::{BatchBuilder, batches, set_base_offset};
@@ -15,12 +19,15 @@
 //! ```
 
 mod builder;
+pub mod codecs;
+mod encoder;
 mod record;
 
 use std::ops::Range;
 
 pub use builder::{BatchBuilder, ProducerIdentity, SimpleRecord, build_uncompressed_batch};
-pub use record::{Header, HeaderIter, Record, RecordIter, records};
+pub use encoder::{BatchEncoder, RecordFields};
+pub use record::{Header, HeaderIter, Record, RecordIter, records, records_in_section};
 
 /// Bytes in a v2 batch header, from `baseOffset` to the end of `recordCount`.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -38,6 +45,7 @@ const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
 const MAX_TIMESTAMP_AT: usize = 35;
+const RECORD_COUNT_AT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
@@ -74,6 +82,8 @@ pub enum RecordError {
     Compressed { compression: Compression },
     #[error("empty record set")]
     EmptyRecordSet,
+    #[error("batch of {bytes} bytes is too large for a v2 batch (at most 2 GiB)")]
+    BatchTooLarge { bytes: usize },
 }
 
 impl RecordError {
@@ -170,7 +180,7 @@ impl BatchHeader {
             producer_id: get_i64(bytes, 43),
             producer_epoch: get_i16(bytes, 51),
             base_sequence: get_i32(bytes, 53),
-            record_count: get_i32(bytes, 57),
+            record_count: get_i32(bytes, RECORD_COUNT_AT),
         };
         if (header.batch_length as i64) < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i64 {
             return Err(RecordError::InvalidBatchLength {

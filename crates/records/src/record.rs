@@ -1,4 +1,5 @@
-//! The records inside an uncompressed v2 batch, borrowed from the batch bytes (no allocation).
+//! The records inside an uncompressed v2 batch (or a decompressed records section), borrowed
+//! from its bytes (no allocation).
 
 use crate::{BATCH_HEADER_LEN, BatchHeader, Compression, RecordError};
 
@@ -71,13 +72,30 @@ pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, RecordError> {
     if compression != Compression::None {
         return Err(RecordError::Compressed { compression });
     }
-    Ok(RecordIter {
-        bytes: &batch[BATCH_HEADER_LEN..total],
+    Ok(records_in_section(
+        &batch[BATCH_HEADER_LEN..total],
+        header.record_count,
+    ))
+}
+
+/// The records of a records section: the bytes after a batch's 61-byte header, decompressed
+/// if the batch is compressed (see [`crate::codecs`]). `record_count` is the batch header's;
+/// the iterator ends with an error if the bytes and the count disagree.
+///
+/// ```
+/// let batch = records::BatchBuilder::new(0).record(None, Some(b"v"), 5).build();
+/// let section = &batch[records::BATCH_HEADER_LEN..];
+/// let record = records::records_in_section(section, 1).next().unwrap().unwrap();
+/// assert_eq!(record.value, Some(&b"v"[..]));
+/// ```
+pub fn records_in_section(section: &[u8], record_count: i32) -> RecordIter<'_> {
+    RecordIter {
+        bytes: section,
         position: 0,
         index: 0,
-        record_count: header.record_count,
+        record_count,
         failed: false,
-    })
+    }
 }
 
 /// See [`records`].

@@ -449,3 +449,65 @@ proptest! {
         prop_assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
     }
 }
+
+/// Walks `batch` (uncompressed) and writes every record again with [`BatchEncoder`].
+fn re_encode(batch: &[u8]) -> Vec<u8> {
+    let header = BatchHeader::parse(batch).unwrap();
+    let mut out = vec![0xaa; 3]; // the encoder appends after whatever is there
+    let mut encoder = BatchEncoder::begin(&mut out, &header);
+    for record in records(batch).unwrap() {
+        let record = record.unwrap();
+        let fields = RecordFields {
+            attributes: record.attributes,
+            timestamp_delta: record.timestamp_delta,
+            offset_delta: record.offset_delta,
+            key: record.key,
+            value: record.value,
+        };
+        encoder.record(&mut out, &fields, record.headers()).unwrap();
+    }
+    let range = encoder.finish(&mut out).unwrap();
+    assert_eq!(range, 3..out.len());
+    out.split_off(3)
+}
+
+#[test]
+fn encoder_clears_the_codec_bits_and_counts_records() {
+    let batch = BatchBuilder::new(5)
+        .transactional(true)
+        .record_with_headers(Some(b""), None, 10, &[(b"", None), (b"h", Some(b""))])
+        .record(None, Some(b"v"), 7)
+        .build();
+    let mut header = BatchHeader::parse(&batch).unwrap();
+    header.attributes |= Compression::Zstd.codec();
+    header.record_count = 99;
+    let mut out = Vec::new();
+    let encoder = BatchEncoder::begin(&mut out, &header);
+    assert_eq!(encoder.record_count(), 0);
+    encoder.finish(&mut out).unwrap();
+    let empty = validate_stored_batch(&out).unwrap();
+    assert_eq!(empty.compression(), Ok(Compression::None));
+    assert!(empty.is_transactional());
+    assert_eq!(empty.record_count, 0);
+    assert_eq!(re_encode(&batch), batch);
+}
+
+#[test]
+fn records_in_a_section_are_walked_like_a_batch() {
+    let batch = simple(3);
+    let section = &batch[BATCH_HEADER_LEN..];
+    let from_section: Vec<_> = records_in_section(section, 3).collect();
+    let from_batch: Vec<_> = records(&batch).unwrap().collect();
+    assert_eq!(from_section, from_batch);
+    assert_eq!(from_section.len(), 3);
+    assert!(records_in_section(section, 4).any(|r| r.is_err()));
+    assert!(records_in_section(section, 2).any(|r| r.is_err()));
+    assert!(records_in_section(&section[..section.len() - 1], 3).any(|r| r.is_err()));
+}
+
+proptest! {
+    #[test]
+    fn encoder_reproduces_builder_bytes(batch in arb_batch()) {
+        prop_assert_eq!(re_encode(&batch), batch);
+    }
+}

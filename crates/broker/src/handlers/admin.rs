@@ -149,7 +149,12 @@ pub fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest) -> Dele
                     ))));
             }
             match broker.topics.delete(&name) {
-                Ok(topic) => result.with_topic_id(topic.id),
+                Ok(topic) => {
+                    if let Some(tiering) = &broker.tiering {
+                        tiering.topic_deleted(&name, topic.partition_count());
+                    }
+                    result.with_topic_id(topic.id)
+                }
                 Err(error) => result
                     .with_error_code(error.code())
                     .with_error_message(Some(text(error.message))),

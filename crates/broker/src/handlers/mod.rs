@@ -36,9 +36,7 @@ pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, context: &Context) -
         ))),
         RequestKind::Produce(request) => produce::handle(broker, request, version),
         RequestKind::Fetch(request) => fetch::handle(broker, request),
-        RequestKind::ListOffsets(request) => Reply::Now(ResponseKind::ListOffsets(
-            list_offsets::handle(broker, request, version),
-        )),
+        RequestKind::ListOffsets(request) => list_offsets::handle(broker, request, version),
         RequestKind::CreateTopics(request) => Reply::Now(ResponseKind::CreateTopics(
             admin::create_topics(broker, request, version),
         )),

@@ -1,18 +1,32 @@
-//! Decompression with a bound on the output, for the rare places where the broker looks inside
-//! a compressed batch (never on the produce path). The wire codec's own decompressors size their
-//! output from the input's claims; these stop at `limit` bytes and answer an error instead.
+//! Decompression of a batch's records section with a bound on the output, for the few places
+//! that must look inside a stored compressed batch (ListOffsets by timestamp, the cold tier's
+//! Parquet conversion; never the produce path). General-purpose decoders size their output from
+//! the input's claims; these stop at `limit` bytes and answer an error instead, so a small
+//! "compression bomb" cannot allocate gigabytes.
+//!
+//! ```
+//! use records::Compression;
+//! use records::codecs::{DecompressError, decompress};
+//!
+//! assert_eq!(&decompress(Compression::None, b"abc", 3).unwrap()[..], b"abc");
+//! assert!(matches!(
+//!     decompress(Compression::None, b"abcd", 3),
+//!     Err(DecompressError::TooLarge { limit: 3 })
+//! ));
+//! ```
 
 use std::io::Read;
 
 use bytes::Bytes;
-use kafka_protocol::records::Compression;
+
+use crate::Compression;
 
 /// The framing Java's snappy-java writes (and Kafka clients read): a magic header, then blocks,
 /// each a big-endian u32 length and one raw snappy block.
 const XERIAL_SNAPPY_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 const XERIAL_SNAPPY_HEADER_LEN: usize = 16;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecompressError {
     #[error("a compressed batch decompresses to more than {limit} bytes")]
     TooLarge { limit: usize },
@@ -20,22 +34,28 @@ pub enum DecompressError {
     Corrupt(String),
 }
 
-fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Bytes, DecompressError> {
-    let mut output = Vec::new();
+fn corrupt(error: impl std::fmt::Display) -> DecompressError {
+    DecompressError::Corrupt(error.to_string())
+}
+
+fn read_bounded(
+    mut reader: impl Read,
+    limit: usize,
+    output: &mut Vec<u8>,
+) -> Result<(), DecompressError> {
     reader
         .by_ref()
         .take(limit as u64 + 1)
-        .read_to_end(&mut output)
-        .map_err(|error| DecompressError::Corrupt(error.to_string()))?;
+        .read_to_end(output)
+        .map_err(corrupt)?;
     if output.len() > limit {
         return Err(DecompressError::TooLarge { limit });
     }
-    Ok(Bytes::from(output))
+    Ok(())
 }
 
 fn snappy_block(block: &[u8], output: &mut Vec<u8>, limit: usize) -> Result<(), DecompressError> {
-    let length = snap::raw::decompress_len(block)
-        .map_err(|error| DecompressError::Corrupt(error.to_string()))?;
+    let length = snap::raw::decompress_len(block).map_err(corrupt)?;
     if output.len().saturating_add(length) > limit {
         return Err(DecompressError::TooLarge { limit });
     }
@@ -43,31 +63,29 @@ fn snappy_block(block: &[u8], output: &mut Vec<u8>, limit: usize) -> Result<(), 
     output.resize(start + length, 0);
     snap::raw::Decoder::new()
         .decompress(block, &mut output[start..])
-        .map_err(|error| DecompressError::Corrupt(error.to_string()))?;
+        .map_err(corrupt)?;
     Ok(())
 }
 
-fn snappy(input: &[u8], limit: usize) -> Result<Bytes, DecompressError> {
-    let mut output = Vec::new();
+fn snappy(input: &[u8], limit: usize, output: &mut Vec<u8>) -> Result<(), DecompressError> {
     if !input.starts_with(XERIAL_SNAPPY_MAGIC) {
-        snappy_block(input, &mut output, limit)?;
-        return Ok(Bytes::from(output));
+        return snappy_block(input, output, limit);
     }
     let mut rest = input
         .get(XERIAL_SNAPPY_HEADER_LEN..)
-        .ok_or_else(|| DecompressError::Corrupt("truncated snappy header".into()))?;
+        .ok_or_else(|| corrupt("truncated snappy header"))?;
     while !rest.is_empty() {
         let (length, tail) = rest
             .split_first_chunk::<4>()
-            .ok_or_else(|| DecompressError::Corrupt("truncated snappy block length".into()))?;
+            .ok_or_else(|| corrupt("truncated snappy block length"))?;
         let length = u32::from_be_bytes(*length) as usize;
         let block = tail
             .get(..length)
-            .ok_or_else(|| DecompressError::Corrupt("truncated snappy block".into()))?;
-        snappy_block(block, &mut output, limit)?;
+            .ok_or_else(|| corrupt("truncated snappy block"))?;
+        snappy_block(block, output, limit)?;
         rest = &tail[length..];
     }
-    Ok(Bytes::from(output))
+    Ok(())
 }
 
 /// Decompresses a batch's records section, refusing output larger than `limit`.
@@ -76,19 +94,35 @@ pub fn decompress(
     input: &[u8],
     limit: usize,
 ) -> Result<Bytes, DecompressError> {
+    let mut output = Vec::new();
+    decompress_into(compression, input, limit, &mut output)?;
+    Ok(Bytes::from(output))
+}
+
+/// [`decompress`] into `output`, which is cleared first; reusing one buffer across batches
+/// saves an allocation per batch. On error `output` holds an unspecified prefix.
+pub fn decompress_into(
+    compression: Compression,
+    input: &[u8],
+    limit: usize,
+    output: &mut Vec<u8>,
+) -> Result<(), DecompressError> {
+    output.clear();
     match compression {
-        Compression::None => Ok(Bytes::copy_from_slice(input)),
-        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(input), limit),
-        Compression::Snappy => snappy(input, limit),
-        Compression::Lz4 => read_bounded(
-            lz4::Decoder::new(input)
-                .map_err(|error| DecompressError::Corrupt(error.to_string()))?,
-            limit,
-        ),
+        Compression::None => {
+            if input.len() > limit {
+                return Err(DecompressError::TooLarge { limit });
+            }
+            output.extend_from_slice(input);
+            Ok(())
+        }
+        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(input), limit, output),
+        Compression::Snappy => snappy(input, limit, output),
+        Compression::Lz4 => read_bounded(lz4::Decoder::new(input).map_err(corrupt)?, limit, output),
         Compression::Zstd => read_bounded(
-            zstd::stream::read::Decoder::new(input)
-                .map_err(|error| DecompressError::Corrupt(error.to_string()))?,
+            zstd::stream::read::Decoder::new(input).map_err(corrupt)?,
             limit,
+            output,
         ),
     }
 }
@@ -144,10 +178,17 @@ mod tests {
     #[test]
     fn every_codec_round_trips_within_the_limit() {
         let data: Vec<u8> = (0..100_000u32).flat_map(|n| n.to_le_bytes()).collect();
+        let mut reused = vec![7u8; 10];
         for (compression, compressed) in all_codecs(&data) {
             let output = decompress(compression, &compressed, data.len()).unwrap();
             assert_eq!(&output[..], &data[..], "{compression:?}");
+            decompress_into(compression, &compressed, data.len(), &mut reused).unwrap();
+            assert_eq!(reused, data, "{compression:?} into a used buffer");
         }
+        assert_eq!(
+            &decompress(Compression::None, &data, data.len()).unwrap()[..],
+            &data[..]
+        );
     }
 
     #[test]

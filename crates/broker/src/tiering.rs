@@ -1,0 +1,508 @@
+//! The broker's side of the cold tier: when sealed segments are uploaded, when local segments
+//! and remote objects are deleted, and how a fetch below the local log start is served.
+//!
+//! A tokio task visits every partition each `interval`: it loads the partition's manifest (once),
+//! uploads the sealed segments above the manifest's end (in objects of at most
+//! `object_bytes` of log), then deletes the local segments that are both uploaded and outside
+//! the hot window (`local.retention.*`), and the remote objects outside `retention.*`. A
+//! segment is never deleted locally before the manifest naming its last offset is written.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use tier::{ColdBatches, ColdCache, ConvertOptions, Manifest, ObjectEntry, PartitionPrefix};
+
+use crate::Broker;
+use crate::error::KafkaError;
+use crate::partition::{Partition, ReadResult, now_ms};
+use crate::topics::Topic;
+
+/// Settings of the cold tier (`serve --cold-*`).
+#[derive(Clone, Debug)]
+pub struct TieringConfig {
+    pub store: tier::StoreLocation,
+    pub store_options: tier::StoreOptions,
+    /// How often uploads and deletions run.
+    pub interval: Duration,
+    /// Bytes of cold data (re-encoded batches) kept in memory.
+    pub cache_bytes: usize,
+    /// Largest run of log bytes turned into one Parquet object.
+    pub object_bytes: usize,
+    pub convert: ConvertOptions,
+}
+
+impl TieringConfig {
+    pub fn new(store: tier::StoreLocation) -> TieringConfig {
+        TieringConfig {
+            store,
+            store_options: tier::StoreOptions::default(),
+            interval: Duration::from_secs(1),
+            cache_bytes: 256 << 20,
+            object_bytes: 64 << 20,
+            convert: ConvertOptions::default(),
+        }
+    }
+}
+
+/// Counters and gauges for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TierMetrics {
+    pub uploaded_objects: AtomicU64,
+    pub uploaded_log_bytes: AtomicU64,
+    pub uploaded_object_bytes: AtomicU64,
+    pub upload_errors: AtomicU64,
+    pub pending_segments: AtomicI64,
+    pub deleted_local_segments: AtomicU64,
+    pub deleted_objects: AtomicU64,
+    pub manifest_errors: AtomicU64,
+}
+
+pub struct Tiering {
+    pub config: TieringConfig,
+    pub cache: Arc<ColdCache>,
+    pub metrics: TierMetrics,
+    /// Topics deleted while their objects still need removing.
+    deleted: parking_lot::Mutex<Vec<(String, i32)>>,
+}
+
+/// A cold read: served from the cache, or waiting for an object to load.
+pub enum ColdRead {
+    Ready(ReadResult),
+    Load(ObjectEntry),
+}
+
+impl Tiering {
+    pub fn open(config: TieringConfig) -> Result<Tiering, KafkaError> {
+        let store = tier::TierStore::open(&config.store, config.store_options.clone())
+            .map_err(|error| KafkaError::storage(error.to_string()))?;
+        tracing::info!(store = %store, "cold tier");
+        Ok(Tiering {
+            cache: Arc::new(ColdCache::new(store, config.cache_bytes)),
+            config,
+            metrics: TierMetrics::default(),
+            deleted: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn store(&self) -> &tier::TierStore {
+        self.cache.store()
+    }
+
+    /// Whether `topic`'s sealed segments move to the cold tier.
+    pub fn uploads(topic: &Topic) -> bool {
+        !topic.is_internal() && topic.config().remote_storage_enabled()
+    }
+
+    /// Runs uploads and deletions every `interval` until the runtime stops.
+    pub async fn run(broker: Arc<Broker>) {
+        let Some(tiering) = broker.tiering.as_ref() else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(tiering.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            tiering.tick(&broker).await;
+        }
+    }
+
+    /// One pass over every partition.
+    pub async fn tick(&self, broker: &Broker) {
+        self.remove_deleted_topics().await;
+        let mut pending = 0;
+        for topic in broker.topics.all() {
+            if topic.is_internal() {
+                continue;
+            }
+            for partition in topic.partitions() {
+                match self.tick_partition(&topic, &partition).await {
+                    Ok(waiting) => pending += waiting,
+                    Err(error) => {
+                        pending += self.waiting_segments(&partition);
+                        tracing::warn!(
+                            topic = %topic.name,
+                            partition = partition.index,
+                            %error,
+                            "cold tier: upload or cleanup failed; local segments stay until it succeeds"
+                        );
+                    }
+                }
+            }
+        }
+        self.metrics
+            .pending_segments
+            .store(pending as i64, Ordering::Relaxed);
+    }
+
+    /// Sealed segments not (fully) uploaded yet.
+    fn waiting_segments(&self, partition: &Partition) -> usize {
+        let cold_next = partition
+            .cold_manifest()
+            .and_then(|manifest| manifest.next_offset())
+            .unwrap_or(i64::MIN);
+        partition
+            .sealed_segments()
+            .iter()
+            .filter(|segment| segment.next_offset > cold_next && segment.size > 0)
+            .count()
+    }
+
+    async fn tick_partition(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+    ) -> Result<usize, KafkaError> {
+        let manifest = match partition.cold_manifest() {
+            Some(manifest) => manifest,
+            None => self.load_manifest(topic, partition).await?,
+        };
+        let manifest = if Self::uploads(topic) {
+            self.upload_sealed(topic, partition, manifest).await?
+        } else {
+            manifest
+        };
+        let manifest = self
+            .apply_remote_retention(topic, partition, manifest)
+            .await?;
+        if Self::uploads(topic) {
+            self.apply_local_retention(topic, partition, &manifest)?;
+        }
+        Ok(self.waiting_segments(partition))
+    }
+
+    async fn load_manifest(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+    ) -> Result<Arc<Manifest>, KafkaError> {
+        let prefix = PartitionPrefix::new(&topic.name, partition.index);
+        let topic_id = topic.id.simple().to_string();
+        let mut manifest = tier::manifest::load(self.store(), &prefix)
+            .await
+            .map_err(|error| {
+                self.metrics.manifest_errors.fetch_add(1, Ordering::Relaxed);
+                KafkaError::storage(error.to_string())
+            })?;
+        if manifest.version > 0 && manifest.topic_id != topic_id {
+            tracing::info!(topic = %topic.name, partition = partition.index, "removing the objects of an older topic of the same name");
+            tier::manifest::delete_all(self.store(), &prefix)
+                .await
+                .map_err(|error| KafkaError::storage(error.to_string()))?;
+            manifest = Manifest::default();
+        }
+        manifest.topic_id = topic_id;
+        let manifest = Arc::new(manifest);
+        partition.set_cold_manifest(Arc::clone(&manifest));
+        Ok(manifest)
+    }
+
+    /// Uploads the sealed, durable segments above the manifest's end, oldest first.
+    async fn upload_sealed(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        mut manifest: Arc<Manifest>,
+    ) -> Result<Arc<Manifest>, KafkaError> {
+        let prefix = PartitionPrefix::new(&topic.name, partition.index);
+        loop {
+            let from = manifest
+                .next_offset()
+                .unwrap_or(i64::MIN)
+                .max(partition.local_start_offset());
+            let Some(slice) = partition.sealed_slice(from)? else {
+                return Ok(manifest);
+            };
+            if slice.segment_next_offset() > partition.high_watermark() {
+                // Sealed but not yet fsynced: the next pass takes it.
+                return Ok(manifest);
+            }
+            let object_bytes = self.config.object_bytes;
+            let log_bytes: Bytes = tokio::task::spawn_blocking(move || slice.read(object_bytes))
+                .await
+                .map_err(KafkaError::storage)??;
+            if log_bytes.is_empty() {
+                return Ok(manifest);
+            }
+            let (next, entry) = tier::upload::upload(
+                self.store(),
+                &prefix,
+                &manifest,
+                log_bytes,
+                self.config.convert.clone(),
+            )
+            .await
+            .map_err(|error| {
+                self.metrics.upload_errors.fetch_add(1, Ordering::Relaxed);
+                KafkaError::storage(error.to_string())
+            })?;
+            self.metrics
+                .uploaded_objects
+                .fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .uploaded_log_bytes
+                .fetch_add(entry.stats.log_bytes, Ordering::Relaxed);
+            self.metrics
+                .uploaded_object_bytes
+                .fetch_add(entry.size_bytes, Ordering::Relaxed);
+            tracing::debug!(key = %entry.key, log_bytes = entry.stats.log_bytes, "uploaded");
+            manifest = Arc::new(next);
+            partition.set_cold_manifest(Arc::clone(&manifest));
+        }
+    }
+
+    /// Deletes uploaded local segments outside the hot window (or outside retention).
+    fn apply_local_retention(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        manifest: &Manifest,
+    ) -> Result<(), KafkaError> {
+        let config = topic.config();
+        let uploaded_end = manifest.next_offset().unwrap_or(i64::MIN);
+        let segments = partition.sealed_segments();
+        let cut = local_cut(
+            &segments,
+            partition.local_bytes(),
+            uploaded_end,
+            config.local_retention_ms(),
+            config.local_retention_bytes(),
+            now_ms(),
+        );
+        if let Some(offset) = cut {
+            let deleted = partition.delete_segments_below(offset)?;
+            self.metrics
+                .deleted_local_segments
+                .fetch_add(deleted, Ordering::Relaxed);
+            tracing::debug!(topic = %topic.name, partition = partition.index, deleted, "local segments moved out of the hot window");
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest objects past `retention.ms` / `retention.bytes`: manifest first, then
+    /// the objects.
+    async fn apply_remote_retention(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        manifest: Arc<Manifest>,
+    ) -> Result<Arc<Manifest>, KafkaError> {
+        let config = topic.config();
+        let (retention_ms, retention_bytes) = (config.retention_ms(), config.retention_bytes());
+        if manifest.objects.is_empty() || (retention_ms < 0 && retention_bytes < 0) {
+            return Ok(manifest);
+        }
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        let mut total = manifest.log_bytes() + partition.local_bytes();
+        let mut count = 0;
+        for object in &manifest.objects {
+            let expired = retention_ms >= 0 && object.stats.max_timestamp < cutoff;
+            let over =
+                retention_bytes >= 0 && total - object.stats.log_bytes >= retention_bytes as u64;
+            if !(expired || over) {
+                break;
+            }
+            total -= object.stats.log_bytes;
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(manifest);
+        }
+        let prefix = PartitionPrefix::new(&topic.name, partition.index);
+        let next = Arc::new(manifest.without_first(count));
+        tier::manifest::commit(self.store(), &prefix, &next)
+            .await
+            .map_err(|error| KafkaError::storage(error.to_string()))?;
+        partition.set_cold_manifest(Arc::clone(&next));
+        for object in &manifest.objects[..count] {
+            self.cache.forget(&object.key);
+            // An object left behind here is an orphan, removed at the next manifest load.
+            if let Err(error) = self.store().delete(&object.key).await {
+                tracing::warn!(%error, "could not delete an object past retention");
+            } else {
+                self.metrics.deleted_objects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tracing::info!(topic = %topic.name, partition = partition.index, deleted = count, "retention deleted cold objects");
+        Ok(next)
+    }
+
+    /// Remembers a deleted topic's partitions: their objects go at the next pass.
+    pub fn topic_deleted(&self, name: &str, partitions: i32) {
+        let mut deleted = self.deleted.lock();
+        for index in 0..partitions {
+            deleted.push((name.to_string(), index));
+        }
+    }
+
+    async fn remove_deleted_topics(&self) {
+        let pending: Vec<(String, i32)> = self.deleted.lock().clone();
+        for (name, index) in pending {
+            let prefix = PartitionPrefix::new(&name, index);
+            match tier::manifest::delete_all(self.store(), &prefix).await {
+                Ok(()) => self
+                    .deleted
+                    .lock()
+                    .retain(|entry| entry != &(name.clone(), index)),
+                Err(error) => {
+                    tracing::warn!(%error, topic = %name, "could not yet delete a deleted topic's objects");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Serves a fetch at `offset` below the local log start from the cold tier.
+    pub fn read(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ColdRead, KafkaError> {
+        let manifest = partition.cold_manifest().ok_or_else(|| {
+            KafkaError::new(
+                ResponseError::KafkaStorageError,
+                format!(
+                    "offset {offset} of {}-{} is in the cold tier, whose manifest is not loaded yet (is the object store reachable?)",
+                    partition.topic, partition.index
+                ),
+            )
+        })?;
+        let Some(entry) = manifest.find(offset) else {
+            // Past the cold tier: the local log serves it.
+            return partition.read(offset, max_bytes).map(ColdRead::Ready);
+        };
+        let Some(batches) = self.cache.get(&entry.key) else {
+            return Ok(ColdRead::Load(entry.clone()));
+        };
+        if let Some(next) = manifest.after(entry) {
+            self.prefetch(next);
+        }
+        let records = batches.read(offset, max_bytes, i64::MAX);
+        Ok(ColdRead::Ready(ReadResult {
+            records,
+            high_watermark: partition.high_watermark(),
+            log_start_offset: partition.log_start_offset(),
+        }))
+    }
+
+    /// Loads an object in the background, for a sequential reader's next fetch.
+    fn prefetch(&self, entry: &ObjectEntry) {
+        if self.cache.get(&entry.key).is_some() {
+            return;
+        }
+        let cache = Arc::clone(&self.cache);
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            let _ = cache.load(&entry).await;
+        });
+    }
+
+    /// Loads an object (a cold read's miss).
+    pub async fn load(&self, entry: &ObjectEntry) -> Result<Arc<ColdBatches>, KafkaError> {
+        self.cache
+            .load(entry)
+            .await
+            .map_err(|error| KafkaError::new(ResponseError::KafkaStorageError, error.to_string()))
+    }
+
+    /// The first record at or after `timestamp_ms` in the cold tier, if the cold tier holds one.
+    pub async fn offset_for_timestamp(
+        &self,
+        partition: &Partition,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, KafkaError> {
+        let Some(manifest) = partition.cold_manifest() else {
+            return Ok(None);
+        };
+        let Some(entry) = manifest.find_timestamp(timestamp_ms) else {
+            return Ok(None);
+        };
+        Ok(self.load(entry).await?.offset_for_timestamp(timestamp_ms))
+    }
+
+    /// The cold tier's largest timestamp and the offset of its record.
+    pub async fn max_timestamp(
+        &self,
+        partition: &Partition,
+    ) -> Result<Option<(i64, i64)>, KafkaError> {
+        let Some(manifest) = partition.cold_manifest() else {
+            return Ok(None);
+        };
+        let Some(entry) = manifest.max_timestamp() else {
+            return Ok(None);
+        };
+        let max = entry.stats.max_timestamp;
+        Ok(self
+            .load(entry)
+            .await?
+            .offset_for_timestamp(max)
+            .map(|(offset, _)| (max, offset)))
+    }
+}
+
+/// Where the local log may be cut: the end of the longest run of oldest sealed segments that
+/// are uploaded (end at or below `uploaded_end`) and outside the hot window (older than
+/// `retention_ms`, or beyond `retention_bytes` of local log). `None` if nothing goes.
+pub fn local_cut(
+    sealed: &[log::SegmentInfo],
+    local_bytes: u64,
+    uploaded_end: i64,
+    retention_ms: i64,
+    retention_bytes: i64,
+    now_ms: i64,
+) -> Option<i64> {
+    let mut remaining = local_bytes;
+    let mut cut = None;
+    for segment in sealed {
+        if segment.next_offset > uploaded_end {
+            break;
+        }
+        let expired =
+            retention_ms >= 0 && segment.max_timestamp < now_ms.saturating_sub(retention_ms);
+        let over = retention_bytes >= 0 && remaining - segment.size >= retention_bytes as u64;
+        if !(expired || over) {
+            break;
+        }
+        remaining -= segment.size;
+        cut = Some(segment.next_offset);
+    }
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(base: i64, next: i64, size: u64, max_timestamp: i64) -> log::SegmentInfo {
+        log::SegmentInfo {
+            base_offset: base,
+            next_offset: next,
+            size,
+            max_timestamp,
+        }
+    }
+
+    #[test]
+    fn local_cut_keeps_what_is_not_uploaded_and_the_hot_window() {
+        let sealed = [
+            segment(0, 10, 100, 1_000),
+            segment(10, 20, 100, 2_000),
+            segment(20, 30, 100, 3_000),
+        ];
+        // 100 bytes of active segment on top of the sealed ones.
+        let local = 400;
+        // Nothing uploaded: nothing goes, however old.
+        assert_eq!(local_cut(&sealed, local, i64::MIN, 0, 0, 10_000), None);
+        // Keep 200 bytes: two segments go, but only as far as the upload reached.
+        assert_eq!(local_cut(&sealed, local, 30, -1, 200, 0), Some(20));
+        assert_eq!(local_cut(&sealed, local, 15, -1, 200, 0), Some(10));
+        assert_eq!(local_cut(&sealed, local, 30, -1, 201, 0), Some(10));
+        // By time: segments whose newest record is older than now - 1500.
+        assert_eq!(local_cut(&sealed, local, 30, 1_500, -1, 4_000), Some(20));
+        // Unlimited hot window: nothing goes.
+        assert_eq!(local_cut(&sealed, local, 30, -1, -1, 4_000), None);
+    }
+}

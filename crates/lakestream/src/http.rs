@@ -1,0 +1,226 @@
+//! The HTTP endpoint: `GET /metrics` (Prometheus text) and `GET /v1/topics/{name}` (a topic's
+//! partitions with their hot and cold ranges, as JSON).
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use broker::Broker;
+use serde::Serialize;
+
+pub async fn serve(broker: Arc<Broker>, listener: tokio::net::TcpListener) {
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/topics/{name}", get(topic))
+        .with_state(broker);
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "the HTTP endpoint stopped");
+    }
+}
+
+/// One partition as `topics describe` shows it.
+#[derive(Serialize, serde::Deserialize, Debug)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub local_start_offset: i64,
+    pub high_watermark: i64,
+    pub local_bytes: u64,
+    pub cold: ColdInfo,
+}
+
+#[derive(Serialize, serde::Deserialize, Debug)]
+pub struct ColdInfo {
+    /// False until the partition's manifest has been read from the store.
+    pub loaded: bool,
+    pub start_offset: i64,
+    /// The first offset not in the cold tier.
+    pub end_offset: i64,
+    pub objects: usize,
+    pub bytes: u64,
+    pub log_bytes: u64,
+}
+
+#[derive(Serialize, serde::Deserialize, Debug)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+pub fn topic_info(topic: &broker::topics::Topic) -> TopicInfo {
+    let partitions = topic
+        .partitions()
+        .iter()
+        .map(|partition| {
+            let manifest = partition.cold_manifest();
+            let local_start_offset = partition.local_start_offset();
+            let cold = match &manifest {
+                Some(manifest) => ColdInfo {
+                    loaded: true,
+                    start_offset: manifest.start_offset().unwrap_or(local_start_offset),
+                    end_offset: manifest.next_offset().unwrap_or(local_start_offset),
+                    objects: manifest.objects.len(),
+                    bytes: manifest.size_bytes(),
+                    log_bytes: manifest.log_bytes(),
+                },
+                None => ColdInfo {
+                    loaded: false,
+                    start_offset: local_start_offset,
+                    end_offset: local_start_offset,
+                    objects: 0,
+                    bytes: 0,
+                    log_bytes: 0,
+                },
+            };
+            PartitionInfo {
+                partition: partition.index,
+                log_start_offset: partition.log_start_offset(),
+                local_start_offset,
+                high_watermark: partition.high_watermark(),
+                local_bytes: partition.local_bytes(),
+                cold,
+            }
+        })
+        .collect();
+    TopicInfo {
+        name: topic.name.to_string(),
+        id: topic.id.to_string(),
+        partitions,
+    }
+}
+
+async fn topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> Response {
+    match broker.topics.get(&name) {
+        Some(topic) => Json(topic_info(&topic)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("topic {name} does not exist\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    let topics = broker.topics.all();
+    let partitions: usize = topics.iter().map(|topic| topic.partitions().len()).sum();
+    metric(
+        "lakestream_topics",
+        "gauge",
+        "Topics, the internal one included.",
+        topics.len() as f64,
+    );
+    metric(
+        "lakestream_partitions",
+        "gauge",
+        "Partitions of every topic.",
+        partitions as f64,
+    );
+    let local_bytes: u64 = topics
+        .iter()
+        .flat_map(|topic| topic.partitions())
+        .map(|partition| partition.local_bytes())
+        .sum();
+    metric(
+        "lakestream_local_log_bytes",
+        "gauge",
+        "Bytes of log on local disk.",
+        local_bytes as f64,
+    );
+    if let Some(tiering) = &broker.tiering {
+        let m = &tiering.metrics;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        metric(
+            "lakestream_tier_uploaded_objects_total",
+            "counter",
+            "Parquet objects written to the cold store.",
+            load(&m.uploaded_objects),
+        );
+        metric(
+            "lakestream_tier_uploaded_bytes_total",
+            "counter",
+            "Bytes of log turned into Parquet objects.",
+            load(&m.uploaded_log_bytes),
+        );
+        metric(
+            "lakestream_tier_uploaded_object_bytes_total",
+            "counter",
+            "Bytes of Parquet written to the cold store.",
+            load(&m.uploaded_object_bytes),
+        );
+        metric(
+            "lakestream_tier_upload_errors_total",
+            "counter",
+            "Failed uploads (the segments stay local and are retried).",
+            load(&m.upload_errors),
+        );
+        metric(
+            "lakestream_tier_manifest_errors_total",
+            "counter",
+            "Failed manifest loads.",
+            load(&m.manifest_errors),
+        );
+        metric(
+            "lakestream_tier_pending_segments",
+            "gauge",
+            "Sealed segments waiting for upload.",
+            m.pending_segments.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "lakestream_tier_deleted_local_segments_total",
+            "counter",
+            "Uploaded local segments deleted after leaving the hot window.",
+            load(&m.deleted_local_segments),
+        );
+        metric(
+            "lakestream_tier_deleted_objects_total",
+            "counter",
+            "Cold objects deleted by retention.",
+            load(&m.deleted_objects),
+        );
+        let cache = &tiering.cache.stats;
+        metric(
+            "lakestream_tier_cache_hits_total",
+            "counter",
+            "Cold reads served from the cache.",
+            load(&cache.hits),
+        );
+        metric(
+            "lakestream_tier_cache_misses_total",
+            "counter",
+            "Cold reads that had to load an object.",
+            load(&cache.misses),
+        );
+        metric(
+            "lakestream_tier_fetched_bytes_total",
+            "counter",
+            "Bytes of Parquet read from the cold store.",
+            load(&cache.fetched_bytes),
+        );
+        metric(
+            "lakestream_tier_read_errors_total",
+            "counter",
+            "Cold objects that could not be read (missing, corrupt or store down).",
+            load(&cache.errors),
+        );
+        metric(
+            "lakestream_tier_cache_bytes",
+            "gauge",
+            "Bytes of cold data in the cache.",
+            tiering.cache.cached_bytes() as f64,
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
