@@ -66,6 +66,8 @@ pub struct Tiering {
     pub metrics: TierMetrics,
     /// Topics deleted while their objects still need removing.
     deleted: parking_lot::Mutex<Vec<(String, i32)>>,
+    /// Sealed segments waiting for upload, per partition.
+    pending: parking_lot::Mutex<std::collections::HashMap<(String, i32), usize>>,
 }
 
 /// A cold read: served from the cache, or waiting for an object to load.
@@ -84,6 +86,7 @@ impl Tiering {
             config,
             metrics: TierMetrics::default(),
             deleted: parking_lot::Mutex::new(Vec::new()),
+            pending: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -109,32 +112,47 @@ impl Tiering {
         }
     }
 
-    /// One pass over every partition.
+    /// One pass over every partition. The pending-segments gauge follows each partition as it
+    /// is visited, so an outage shows at once.
     pub async fn tick(&self, broker: &Broker) {
         self.remove_deleted_topics().await;
-        let mut pending = 0;
+        let mut seen = std::collections::HashSet::new();
         for topic in broker.topics.all() {
             if topic.is_internal() {
                 continue;
             }
             for partition in topic.partitions() {
-                match self.tick_partition(&topic, &partition).await {
-                    Ok(waiting) => pending += waiting,
+                let key = (topic.name.to_string(), partition.index);
+                let waiting = match self.tick_partition(&topic, &partition).await {
+                    Ok(waiting) => waiting,
                     Err(error) => {
-                        pending += self.waiting_segments(&partition);
                         tracing::warn!(
                             topic = %topic.name,
                             partition = partition.index,
                             %error,
                             "cold tier: upload or cleanup failed; local segments stay until it succeeds"
                         );
+                        self.waiting_segments(&partition)
                     }
-                }
+                };
+                self.set_pending(key.clone(), waiting);
+                seen.insert(key);
             }
         }
+        // Deleted topics wait for nothing.
+        let mut pending = self.pending.lock();
+        pending.retain(|key, _| seen.contains(key));
         self.metrics
             .pending_segments
-            .store(pending as i64, Ordering::Relaxed);
+            .store(pending.values().sum::<usize>() as i64, Ordering::Relaxed);
+    }
+
+    fn set_pending(&self, key: (String, i32), waiting: usize) {
+        let mut pending = self.pending.lock();
+        pending.insert(key, waiting);
+        self.metrics
+            .pending_segments
+            .store(pending.values().sum::<usize>() as i64, Ordering::Relaxed);
     }
 
     /// Sealed segments not (fully) uploaded yet.

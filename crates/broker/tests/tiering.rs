@@ -251,3 +251,68 @@ fn nothing_leaves_local_disk_before_it_is_uploaded() {
         produced.concat()
     );
 }
+
+#[test]
+fn a_missing_or_corrupt_object_is_an_error_never_wrong_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let topic_config =
+        TopicConfig::from_pairs([("segment.bytes", "4096"), ("local.retention.bytes", "0")])
+            .unwrap();
+    let topic = broker.topics.create("broken", 1, 1, topic_config).unwrap();
+    let partition = topic.partition(0).unwrap();
+    produce(&broker, &partition, 0, 200);
+    let tiering = broker.tiering.as_ref().unwrap();
+    runtime.block_on(tiering.tick(&broker));
+    let manifest = partition.cold_manifest().unwrap();
+    assert!(manifest.objects.len() >= 3, "{manifest:?}");
+    let _runtime = runtime.enter();
+
+    let cold = dir.path().join("cold");
+    let missing = &manifest.objects[0];
+    std::fs::remove_file(cold.join(&missing.key)).unwrap();
+    let corrupt = &manifest.objects[1];
+    let mut bytes = std::fs::read(cold.join(&corrupt.key)).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 64].fill(0xAB);
+    std::fs::write(cold.join(&corrupt.key), bytes).unwrap();
+    // Another object of the same offsets but not the one the manifest names: wrong data.
+    let swapped = &manifest.objects[2];
+    std::fs::copy(cold.join(&manifest.objects[3].key), cold.join(&swapped.key)).unwrap();
+
+    for (entry, what) in [
+        (missing, "does not have it"),
+        (corrupt, "corrupt"),
+        (swapped, "manifest says"),
+    ] {
+        let error = match tiering
+            .read(&partition, entry.base_offset(), 1 << 20)
+            .unwrap()
+        {
+            ColdRead::Load(wanted) => {
+                assert_eq!(&wanted, entry);
+                runtime
+                    .block_on(tiering.load(&wanted))
+                    .err()
+                    .expect("a load error")
+            }
+            ColdRead::Ready(read) => {
+                panic!("served {} bytes from a broken object", read.records.len())
+            }
+        };
+        assert_eq!(
+            error.code,
+            kafka_protocol::error::ResponseError::KafkaStorageError
+        );
+        assert!(error.message.contains(what), "{what}: {}", error.message);
+    }
+    assert!(
+        tiering
+            .cache
+            .stats
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+}

@@ -169,12 +169,14 @@ pub(crate) fn seal(batch: &mut [u8]) -> Result<(), RecordError> {
 }
 
 /// Bytes of a zigzag varlong (a varint in `i32` range encodes the same).
+#[inline]
 fn varlong_len(value: i64) -> usize {
     let raw = ((value << 1) ^ (value >> 63)) as u64;
     let bits = 64 - raw.leading_zeros() as usize;
     bits.max(1).div_ceil(7)
 }
 
+#[inline]
 fn nullable_len(bytes: Option<&[u8]>) -> Result<usize, &'static str> {
     match bytes {
         None => Ok(1),
@@ -185,6 +187,7 @@ fn nullable_len(bytes: Option<&[u8]>) -> Result<usize, &'static str> {
     }
 }
 
+#[inline]
 pub(crate) fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varint(out, -1),

@@ -264,17 +264,28 @@ impl<'a> Cursor<'a> {
 }
 
 /// Appends a zigzag varint (used by the builder).
+#[inline]
 pub(crate) fn put_varint(out: &mut Vec<u8>, value: i32) {
     put_varlong(out, value as i64)
 }
 
 /// Appends a zigzag varlong (used by the builder). For values in `i32` range this is the same
 /// encoding as a varint.
+#[inline]
 pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut raw = ((value << 1) ^ (value >> 63)) as u64;
-    while raw >= 0x80 {
-        out.push((raw as u8) | 0x80);
-        raw >>= 7;
+    if raw < 0x80 {
+        out.push(raw as u8);
+        return;
     }
-    out.push(raw as u8);
+    // One capacity check for the whole varint rather than one per byte.
+    let mut encoded = [0u8; 10];
+    let mut len = 0;
+    while raw >= 0x80 {
+        encoded[len] = (raw as u8) | 0x80;
+        raw >>= 7;
+        len += 1;
+    }
+    encoded[len] = raw as u8;
+    out.extend_from_slice(&encoded[..=len]);
 }

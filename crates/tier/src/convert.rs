@@ -7,17 +7,23 @@
 //!
 //! # The Parquet layout
 //! One row per record, in offset order. Column names are a stable interface (DuckDB and the SQL
-//! layer read these files directly); they are in [`column`].
+//! layer read these files directly); they are in [`mod@column`].
 //!
-//! | column | type | |
+//! | column | Arrow type | |
 //! |---|---|---|
 //! | `offset` | Int64 | the record's offset |
 //! | `timestamp` | Timestamp(ms, UTC) | effective timestamp: CreateTime: batch first timestamp + record delta; LogAppendTime: the batch's max timestamp |
-//! | `key`, `value` | LargeBinary, nullable | |
-//! | `headers` | LargeList<Struct<key: LargeBinary, value: LargeBinary nullable>> | exact bytes, in order |
-//! | `batch_base_offset` … `partition_leader_epoch` | | the batch header, repeated on each row of the batch (RLE keeps it cheap) |
+//! | `key`, `value` | BinaryView, nullable | |
+//! | `headers` | LargeList<Struct<key: BinaryView, value: BinaryView nullable>> | exact bytes, in order |
+//! | `batch_base_offset`, `batch_last_offset_delta`, `batch_first_timestamp`, `batch_max_timestamp`, `batch_attributes`, `producer_id`, `producer_epoch`, `base_sequence`, `partition_leader_epoch` | Int64, Int32, Int64, Int64, Int16, Int64, Int16, Int32, Int32 | the batch header (attributes as stored, codec bits included), repeated on each row of the batch (RLE keeps it cheap) |
 //! | `record_attributes` | Int8 | |
-//! | `raw_batch` | LargeBinary, nullable | null, except for a batch that cannot be decoded |
+//! | `raw_batch` | BinaryView, nullable | null, except for a batch kept verbatim |
+//!
+//! In Parquet the binary columns are plain `BYTE_ARRAY` and the list a standard 3-level `LIST`;
+//! the Arrow types (view types, 64-bit list offsets) matter only to Arrow readers: views let the
+//! reader skip a copy of every value, and nothing overflows 32-bit offsets however large a row
+//! group gets. `value` and `raw_batch` are written without dictionary encoding; every column has
+//! page and row-group statistics, so `offset` and `timestamp` ranges are in the footer.
 //!
 //! A batch that cannot be decoded (decompression fails or exceeds the limit, corrupt records)
 //! and a batch without records are stored as one row whose `raw_batch` holds the exact batch
@@ -45,13 +51,13 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::LargeBinaryBuilder;
+use arrow_array::builder::BinaryViewBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     ArrowPrimitiveType, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMillisecondType,
 };
 use arrow_array::{
-    Array, ArrayRef, Int8Array, Int16Array, Int32Array, Int64Array, LargeBinaryArray,
+    Array, ArrayRef, BinaryViewArray, Int8Array, Int16Array, Int32Array, Int64Array,
     LargeListArray, RecordBatch, StructArray, TimestampMillisecondArray,
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
@@ -209,7 +215,7 @@ impl ConvertError {
 
 /// The Arrow schema of a cold object (see the module docs).
 pub fn schema() -> SchemaRef {
-    let binary = |name, nullable| Field::new(name, DataType::LargeBinary, nullable);
+    let binary = |name, nullable| Field::new(name, DataType::BinaryView, nullable);
     Arc::new(Schema::new(vec![
         Field::new(column::OFFSET, DataType::Int64, false),
         Field::new(
@@ -240,8 +246,8 @@ pub fn schema() -> SchemaRef {
 
 fn header_fields() -> Fields {
     Fields::from(vec![
-        Field::new(column::HEADER_KEY, DataType::LargeBinary, false),
-        Field::new(column::HEADER_VALUE, DataType::LargeBinary, true),
+        Field::new(column::HEADER_KEY, DataType::BinaryView, false),
+        Field::new(column::HEADER_VALUE, DataType::BinaryView, true),
     ])
 }
 
@@ -437,13 +443,13 @@ struct Rows {
     len: usize,
     offset: Vec<i64>,
     timestamp: Vec<i64>,
-    key: LargeBinaryBuilder,
-    value: LargeBinaryBuilder,
+    key: BinaryViewBuilder,
+    value: BinaryViewBuilder,
     /// `headers` list offsets into `header_key`/`header_value`; starts with 0.
     header_offsets: Vec<i64>,
     header_count: i64,
-    header_key: LargeBinaryBuilder,
-    header_value: LargeBinaryBuilder,
+    header_key: BinaryViewBuilder,
+    header_value: BinaryViewBuilder,
     batch_base_offset: Vec<i64>,
     batch_last_offset_delta: Vec<i32>,
     batch_first_timestamp: Vec<i64>,
@@ -454,7 +460,7 @@ struct Rows {
     base_sequence: Vec<i32>,
     partition_leader_epoch: Vec<i32>,
     record_attributes: Vec<i8>,
-    raw_batch: LargeBinaryBuilder,
+    raw_batch: BinaryViewBuilder,
 }
 
 impl Default for Rows {
@@ -463,12 +469,12 @@ impl Default for Rows {
             len: 0,
             offset: Vec::new(),
             timestamp: Vec::new(),
-            key: LargeBinaryBuilder::new(),
-            value: LargeBinaryBuilder::new(),
+            key: BinaryViewBuilder::new(),
+            value: BinaryViewBuilder::new(),
             header_offsets: vec![0],
             header_count: 0,
-            header_key: LargeBinaryBuilder::new(),
-            header_value: LargeBinaryBuilder::new(),
+            header_key: BinaryViewBuilder::new(),
+            header_value: BinaryViewBuilder::new(),
             batch_base_offset: Vec::new(),
             batch_last_offset_delta: Vec::new(),
             batch_first_timestamp: Vec::new(),
@@ -479,7 +485,7 @@ impl Default for Rows {
             base_sequence: Vec::new(),
             partition_leader_epoch: Vec::new(),
             record_attributes: Vec::new(),
-            raw_batch: LargeBinaryBuilder::new(),
+            raw_batch: BinaryViewBuilder::new(),
         }
     }
 }
@@ -622,7 +628,7 @@ impl Rows {
     }
 }
 
-fn append_nullable(builder: &mut LargeBinaryBuilder, bytes: Option<&[u8]>) {
+fn append_nullable(builder: &mut BinaryViewBuilder, bytes: Option<&[u8]>) {
     match bytes {
         Some(bytes) => builder.append_value(bytes),
         None => builder.append_null(),
@@ -761,9 +767,11 @@ fn stats_from_footer(metadata: &FileMetaData) -> Result<ObjectStats, ConvertErro
     serde_json::from_str(json).map_err(|error| bad(format!("{STATS_KEY} is not valid: {error}")))
 }
 
-/// Re-encodes a Parquet object written by [`batches_to_parquet`] into v2 batches, with an
-/// index. The object is checked as it is read (offsets increase, rows fit their batch, raw
-/// batches are valid) and against its footer's [`ObjectStats`].
+/// Re-encodes a Parquet object written by [`batches_to_parquet`] into uncompressed v2 batches,
+/// one per original batch, with an index. Records of a LogAppendTime batch get timestamp delta
+/// 0: consumers take the batch's max timestamp for every record of such a batch, which is all
+/// the object keeps. The object is checked as it is read (offsets increase, rows fit their
+/// batch, raw batches are valid) and against its footer's [`ObjectStats`].
 pub fn parquet_to_batches(file: Bytes) -> Result<ColdBatches, ConvertError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
     let footer = stats_from_footer(builder.metadata().file_metadata())?;
@@ -801,11 +809,11 @@ struct Columns<'a> {
     rows: usize,
     offset: &'a [i64],
     timestamp: &'a [i64],
-    key: &'a LargeBinaryArray,
-    value: &'a LargeBinaryArray,
+    key: &'a BinaryViewArray,
+    value: &'a BinaryViewArray,
     header_offsets: &'a [i64],
-    header_key: &'a LargeBinaryArray,
-    header_value: &'a LargeBinaryArray,
+    header_key: &'a BinaryViewArray,
+    header_value: &'a BinaryViewArray,
     batch_base_offset: &'a [i64],
     batch_last_offset_delta: &'a [i32],
     batch_first_timestamp: &'a [i64],
@@ -816,7 +824,7 @@ struct Columns<'a> {
     base_sequence: &'a [i32],
     partition_leader_epoch: &'a [i32],
     record_attributes: &'a [i8],
-    raw_batch: &'a LargeBinaryArray,
+    raw_batch: &'a BinaryViewArray,
 }
 
 impl<'a> Columns<'a> {
@@ -839,9 +847,9 @@ impl<'a> Columns<'a> {
             array: Option<&'a ArrayRef>,
             column: &'static str,
             nullable: bool,
-        ) -> Result<&'a LargeBinaryArray, ConvertError> {
+        ) -> Result<&'a BinaryViewArray, ConvertError> {
             array
-                .and_then(|array| array.as_binary_opt::<i64>())
+                .and_then(|array| array.as_binary_view_opt())
                 .filter(|array| nullable || array.null_count() == 0)
                 .ok_or(bad(column))
         }
@@ -899,7 +907,7 @@ impl<'a> Columns<'a> {
         })
     }
 
-    fn nullable(array: &'a LargeBinaryArray, row: usize) -> Option<&'a [u8]> {
+    fn nullable(array: &'a BinaryViewArray, row: usize) -> Option<&'a [u8]> {
         (!array.is_null(row)).then(|| array.value(row))
     }
 

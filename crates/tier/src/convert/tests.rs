@@ -205,7 +205,7 @@ fn i64_column(rows: &RecordBatch, name: &str) -> Vec<i64> {
 fn binary_column(rows: &RecordBatch, name: &str) -> Vec<Option<Vec<u8>>> {
     rows.column_by_name(name)
         .unwrap()
-        .as_binary::<i64>()
+        .as_binary_view()
         .iter()
         .map(|value| value.map(<[u8]>::to_vec))
         .collect()
@@ -503,7 +503,7 @@ fn headers_and_null_keys_and_values() {
     let headers = rows.column_by_name("headers").unwrap().as_list::<i64>();
     assert_eq!(headers.value_offsets(), [0, 3, 3, 5]);
     let entries = headers.values().as_struct();
-    let values: Vec<_> = entries.column(1).as_binary::<i64>().iter().collect();
+    let values: Vec<_> = entries.column(1).as_binary_view().iter().collect();
     assert_eq!(
         values,
         [
