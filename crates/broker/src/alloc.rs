@@ -113,6 +113,17 @@ unsafe impl GlobalAlloc for LazyLargeAllocator {
     }
 }
 
+/// Hands memory that the C allocator keeps after a burst (freed request frames, read buffers)
+/// back to the operating system, so an idle broker's resident size falls back. Cheap when there
+/// is nothing to give back; the binary calls it every few seconds.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,16 +154,5 @@ mod tests {
             let grown = allocator.realloc(pointer, layout, 200);
             allocator.dealloc(grown, Layout::from_size_align(200, 8).unwrap());
         }
-    }
-}
-
-/// Hands memory that the C allocator keeps after a burst (freed request frames, read buffers)
-/// back to the operating system, so an idle broker's resident size falls back. Cheap when there
-/// is nothing to give back; the binary calls it every few seconds.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
