@@ -294,8 +294,7 @@ fn a_missing_or_corrupt_object_is_an_error_never_wrong_data() {
                 assert_eq!(&wanted, entry);
                 runtime
                     .block_on(tiering.load(&wanted))
-                    .err()
-                    .expect("a load error")
+                    .expect_err("a load error")
             }
             ColdRead::Ready(read) => {
                 panic!("served {} bytes from a broken object", read.records.len())
