@@ -502,3 +502,441 @@ def raw_call(conn: "RawConn", frame_fn, *args, **kw) -> bytes:
     got_cid, body = conn.recv_frame()
     assert got_cid == cid, f"correlation id {got_cid} != {cid}"
     return body
+
+
+# --------------------------------------------------------------------- cold tier (issue #4)
+# The broker's HTTP admin endpoint (`serve --http-addr`), the cold store as seen from outside
+# (a local folder or an S3 prefix, through pyarrow.fs), and deterministic record streams that
+# can be checked after a million records without keeping them in memory.
+import bisect  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from confluent_kafka import TIMESTAMP_CREATE_TIME  # noqa: E402
+
+
+def http_get(base_url: str, path: str, timeout: float = 10.0) -> tuple[int, str]:
+    """GET base_url+path -> (status, body text); HTTP errors are returned, not raised."""
+    try:
+        with urllib.request.urlopen(base_url + path, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def topic_status(broker, topic: str) -> dict:
+    """`GET /v1/topics/{topic}` on the broker's HTTP admin endpoint, as JSON."""
+    status, body = http_get(broker.http_url, f"/v1/topics/{topic}")
+    assert status == 200, f"GET /v1/topics/{topic} -> HTTP {status}: {body[:500]}"
+    return json.loads(body)
+
+
+def partition_status(status: dict) -> dict[int, dict]:
+    return {p["partition"]: p for p in status["partitions"]}
+
+
+_METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {metric name: value summed over all its label sets}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _METRIC_LINE.match(line)
+        if m:
+            try:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+            except ValueError:
+                pass
+    return out
+
+
+def metrics(broker) -> dict[str, float]:
+    """`GET /metrics`, summed per metric name (see parse_metrics)."""
+    status, body = http_get(broker.http_url, "/metrics")
+    assert status == 200, f"GET /metrics -> HTTP {status}: {body[:500]}"
+    return parse_metrics(body)
+
+
+def tier_metrics(broker) -> dict[str, float]:
+    return {k: v for k, v in metrics(broker).items() if k.startswith("lakestream_tier_")}
+
+
+def tiering_problems(status: dict, partitions, *, cold_end_at_least: dict[int, int] | None = None,
+                     min_cold_fraction: float | None = None, max_local_bytes: int | None = None,
+                     cold_only_prefix: bool = True) -> list[str]:
+    """What keeps a topic's partitions from being "tiered" (empty list: all good):
+    - every partition has a cold range starting at its log start offset,
+    - no hole between cold and hot (cold end_offset >= local_start_offset),
+    - with cold_only_prefix, something lives only in the cold tier (local_start_offset > log start),
+    - cold end_offset >= cold_end_at_least[p], and >= min_cold_fraction of the high watermark,
+    - local_bytes <= max_local_bytes."""
+    problems = []
+    by_p = partition_status(status)
+    for p in partitions:
+        s = by_p.get(p)
+        if s is None:
+            problems.append(f"p{p}: missing from /v1/topics")
+            continue
+        cold = s.get("cold") or {}
+        if not cold or cold.get("objects", 0) == 0:
+            problems.append(f"p{p}: nothing in the cold tier yet ({s})")
+            continue
+        hw, log_start, local_start = s["high_watermark"], s["log_start_offset"], s["local_start_offset"]
+        if cold["start_offset"] != log_start:
+            problems.append(f"p{p}: cold start_offset {cold['start_offset']} != log_start_offset {log_start}")
+        if cold["end_offset"] < local_start:
+            problems.append(f"p{p}: hole between cold end_offset {cold['end_offset']} and local_start_offset "
+                            f"{local_start}")
+        if cold_only_prefix and local_start <= log_start:
+            problems.append(f"p{p}: local_start_offset {local_start} == log start: no record lives only in cold "
+                            f"storage yet (local retention has not deleted anything)")
+        if cold_end_at_least and cold["end_offset"] < cold_end_at_least[p]:
+            problems.append(f"p{p}: cold end_offset {cold['end_offset']} < {cold_end_at_least[p]}")
+        if min_cold_fraction is not None and cold["end_offset"] < min_cold_fraction * hw:
+            problems.append(f"p{p}: cold end_offset {cold['end_offset']} < {min_cold_fraction:.0%} of "
+                            f"high watermark {hw}")
+        if max_local_bytes is not None and s["local_bytes"] > max_local_bytes:
+            problems.append(f"p{p}: local_bytes {s['local_bytes']} > {max_local_bytes}")
+    return problems
+
+
+def wait_tiered(broker, topic: str, partitions, timeout: float = 120.0, what: str = "tiering",
+                require_no_pending: bool = True, settle: float = 1.5, **conds) -> dict:
+    """Poll /v1/topics/{topic} (and /metrics) until tiering_problems(...) is empty and, with
+    require_no_pending, lakestream_tier_pending_segments is 0, and all that has held with the
+    partitions' ranges unchanged for `settle` seconds (the gauge is from the last tier pass, which
+    may predate the last segment roll: give it a few --tier-interval-ms). Returns the last status;
+    fails with the unmet conditions, the last status and the tier metrics."""
+    deadline = time.monotonic() + timeout
+    problems, status, tm, err = ["never polled"], None, {}, None
+    stable_since, stable_key = None, None
+    while time.monotonic() < deadline:
+        try:
+            status = topic_status(broker, topic)
+            problems = tiering_problems(status, partitions, **conds)
+            tm = tier_metrics(broker)
+            if require_no_pending:
+                pending = tm.get("lakestream_tier_pending_segments")
+                if pending is None:
+                    problems.append("/metrics has no lakestream_tier_pending_segments")
+                elif pending > 0:
+                    problems.append(f"lakestream_tier_pending_segments = {pending:g}")
+            err = None
+            key = json.dumps([status["partitions"]], sort_keys=True)
+            if problems or key != stable_key:
+                stable_since, stable_key = (None, None) if problems else (time.monotonic(), key)
+            elif time.monotonic() - stable_since >= settle:
+                return status
+        except Exception as e:  # noqa: BLE001 - the broker may be restarting; report the last
+            err = e
+            stable_since, stable_key = None, None
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: not done after {timeout}s: " + ("; ".join(problems) or "status kept changing")
+                         + f"\nlast /v1/topics/{topic}: {json.dumps(status)}\ntier metrics: {tm}"
+                         + (f"\nlast error: {err!r}" if err else ""))
+
+
+def local_segments(broker, topic: str, partition: int) -> dict[int, int]:
+    """The partition's segment files on the broker's disk: {base offset: size of the .log}
+    (`<data-dir>/topics/<topic>/<partition>/<base:020>.log`), to check what the broker reports."""
+    d = broker.data_dir / "topics" / topic / str(partition)
+    return {int(f.name[:-4]): f.stat().st_size for f in d.glob("*.log") if f.name[:-4].isdigit()}
+
+
+# ---- the cold store from outside
+DATA_OBJECT_RE = re.compile(r"^(\d{20})-(\d{20})-([^/]+)\.parquet$")
+MANIFEST_RE = re.compile(r"^(\d{20})\.json$")
+_NAMED_OBJECT_RE = re.compile(r"\d{20}-\d{20}-[^\"/\s\\]+?\.parquet")
+
+
+@dataclass(frozen=True)
+class ColdObject:
+    path: str        # relative to the store root: "<topic>/<partition>/<base>-<next>-<nonce>.parquet"
+    base_offset: int
+    next_offset: int
+    size: int
+
+
+class ColdStore:
+    """The broker's cold store through pyarrow.fs: a local folder or an S3 bucket/prefix.
+    Paths are relative to the store root (the layout the broker writes:
+    `<topic>/<partition>/<base:020>-<next:020>-<nonce>.parquet`, `<topic>/<partition>/manifest/<v:020>.json`)."""
+
+    def __init__(self, fs, root: str, description: str, local_root=None):
+        self.fs, self.root, self.description, self.local_root = fs, root.rstrip("/"), description, local_root
+
+    @classmethod
+    def local(cls, path) -> "ColdStore":
+        import pyarrow.fs as pafs
+        return cls(pafs.LocalFileSystem(), str(path), f"folder {path}", local_root=str(path))
+
+    @classmethod
+    def s3(cls, seaweedfs, prefix: str = "") -> "ColdStore":
+        root = f"{seaweedfs.bucket}/{prefix.strip('/')}" if prefix.strip("/") else seaweedfs.bucket
+        return cls(seaweedfs.filesystem(), root, f"{seaweedfs.url(prefix)} at {seaweedfs.endpoint}")
+
+    def _abs(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def list(self, sub: str = "") -> dict[str, int]:
+        """Files under `sub` (recursive) -> {relative path: size}."""
+        import pyarrow.fs as pafs
+        sel = pafs.FileSelector(self._abs(sub), recursive=True, allow_not_found=True)
+        out = {}
+        for info in self.fs.get_file_info(sel):
+            if info.type == pafs.FileType.File:
+                out[info.path[len(self.root) + 1:]] = info.size
+        return out
+
+    def exists(self, rel: str) -> bool:
+        import pyarrow.fs as pafs
+        return self.fs.get_file_info(self._abs(rel)).type == pafs.FileType.File
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self._abs(rel)) as f:
+            return f.read()
+
+    def data_objects(self, topic: str, partition: int) -> list[ColdObject]:
+        """Every data object stored for the partition (named by the manifest or not), by base offset."""
+        prefix = f"{topic}/{partition}/"
+        out = []
+        for rel, size in self.list(f"{topic}/{partition}").items():
+            m = DATA_OBJECT_RE.match(rel[len(prefix):])
+            if m:
+                out.append(ColdObject(rel, int(m.group(1)), int(m.group(2)), size))
+        return sorted(out, key=lambda o: (o.base_offset, o.next_offset, o.path))
+
+    def manifest_versions(self, topic: str, partition: int) -> list[tuple[int, str]]:
+        prefix = f"{topic}/{partition}/manifest/"
+        out = []
+        for rel in self.list(f"{topic}/{partition}/manifest"):
+            m = MANIFEST_RE.match(rel[len(prefix):])
+            if m:
+                out.append((int(m.group(1)), rel))
+        return sorted(out)
+
+    def latest_manifest(self, topic: str, partition: int) -> tuple[str, dict]:
+        versions = self.manifest_versions(topic, partition)
+        assert versions, f"no manifest under {self.description}/{topic}/{partition}/manifest/ " \
+                         f"(files there: {sorted(self.list(f'{topic}/{partition}'))[:20]})"
+        rel = versions[-1][1]
+        text = self.read_bytes(rel).decode()
+        try:
+            return rel, json.loads(text)
+        except ValueError as e:
+            raise AssertionError(f"manifest {rel} is not JSON ({e}): {text[:300]!r}") from None
+
+    def manifest_objects(self, topic: str, partition: int) -> tuple[str, list[ColdObject]]:
+        """The data objects the latest manifest names (found by file name anywhere in its JSON,
+        whatever the schema), sorted by base offset, sizes from the store (-1 if missing)."""
+        rel, doc = self.latest_manifest(topic, partition)
+        names = sorted(set(_NAMED_OBJECT_RE.findall(json.dumps(doc))))
+        stored = {o.path: o.size for o in self.data_objects(topic, partition)}
+        out = []
+        for name in names:
+            m = DATA_OBJECT_RE.match(name)
+            path = f"{topic}/{partition}/{name}"
+            out.append(ColdObject(path, int(m.group(1)), int(m.group(2)), stored.get(path, -1)))
+        return rel, sorted(out, key=lambda o: (o.base_offset, o.next_offset))
+
+    def local_copies(self, rels, dest) -> list[str]:
+        """Local file paths for the given objects (a local store's own files; S3 objects are
+        downloaded into `dest`, keeping their relative paths)."""
+        import pathlib
+        if self.local_root is not None:
+            return [str(pathlib.Path(self.local_root) / r) for r in rels]
+        out = []
+        for r in rels:
+            target = pathlib.Path(dest) / r
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.read_bytes(r))
+            out.append(str(target))
+        return out
+
+
+def check_tiling(objects: list[ColdObject], where: str) -> tuple[int, int]:
+    """Objects (sorted by base offset) must cover one contiguous range with no overlap and no
+    hole. Returns (start, end)."""
+    assert objects, f"{where}: no objects"
+    for o in objects:
+        assert o.next_offset > o.base_offset, f"{where}: empty or inverted object {o.path}"
+    for a, b in zip(objects, objects[1:]):
+        assert b.base_offset == a.next_offset, \
+            f"{where}: {'overlap' if b.base_offset < a.next_offset else 'hole'} between {a.path} and {b.path}"
+    return objects[0].base_offset, objects[-1].next_offset
+
+
+# ---- deterministic record streams
+class RecordStream:
+    """Record i of a stream goes to partition i % partitions, and (one idempotent producer,
+    fresh topic) lands at offset i // partitions. Everything about it is a function of i, so a
+    million records can be checked without keeping them: keys (some null, some empty), values of
+    50-200 bytes (some null), headers on about one record in seven (duplicate keys, null and
+    empty values, non-ASCII keys), CreateTime timestamps that grow 2 ms per record of a partition
+    with +-3 ms of jitter (so not always monotonic inside a batch)."""
+
+    def __init__(self, partitions: int, t0_ms: int, seed: int = 1):
+        import random as _random
+        self.partitions, self.t0, self.seed = partitions, t0_ms, seed
+        self.blob = _random.Random(seed).randbytes(8192)
+
+    def _h(self, i: int) -> int:
+        return (((i + 1) * 0x9E3779B97F4A7C15 + self.seed) & 0xFFFFFFFFFFFFFFFF) >> 16
+
+    def index(self, partition: int, offset: int) -> int:
+        return offset * self.partitions + partition
+
+    def timestamp(self, i: int) -> int:
+        return self.t0 + (i // self.partitions) * 2 + (self._h(i) >> 40) % 7 - 3
+
+    def fields(self, i: int):
+        """-> (partition, key, value, timestamp, headers or None)"""
+        h = self._h(i)
+        kc = h % 50
+        key = None if kc == 0 else b"" if kc == 1 else b"k%05d" % (h % 50000)
+        if h % 1009 == 7:
+            value = None
+        else:
+            n = 50 + (h >> 8) % 151
+            off = (h >> 16) % 8000
+            value = (b"v%010d:" % i + self.blob[off:off + n])[:n]
+        headers = None
+        if (h >> 24) % 7 == 0:
+            kind = (h >> 28) % 3
+            if kind == 0:
+                headers = [("trace", b"t%d" % i)]
+            elif kind == 1:
+                headers = [("a", b""), ("a", b"dup-%d" % (h % 97)), ("b", None)]
+            else:
+                headers = [("ключ", b"\xff\x00" + self.blob[:(h >> 32) % 40]), ("null-value", None)]
+        return i % self.partitions, key, value, self.timestamp(i), headers
+
+    def partition_timestamps(self, partition: int, count: int) -> list[int]:
+        return [self.timestamp(self.index(partition, o)) for o in range(count)]
+
+
+def produce_stream(bootstrap: str, topic: str, stream: RecordStream, start: int, stop: int,
+                   flush_timeout: float = 300.0, **conf) -> None:
+    """Produce records [start, stop) of `stream` with one idempotent acks=all producer; delivery
+    reports only for failures (a million callbacks would cost more than the produce). Fails if
+    any record is not delivered."""
+    errors = []
+
+    def on_error(err, msg):
+        if err is not None:
+            errors.append(err)
+
+    base = {"acks": "all", "enable.idempotence": True, "linger.ms": 20, "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 200000, "message.timeout.ms": 120000,
+            "delivery.report.only.error": True, "on_delivery": on_error}
+    base.update(conf)
+    p = producer(bootstrap, **base)
+    produce = p.produce
+    for i in range(start, stop):
+        part, key, value, ts, headers = stream.fields(i)
+        while True:
+            try:
+                if headers is None:
+                    produce(topic, value, key, partition=part, timestamp=ts)
+                else:
+                    produce(topic, value, key, partition=part, timestamp=ts, headers=headers)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 1000 == 0:
+            p.poll(0)
+            assert not errors, f"delivery failed: {errors[:3]} ({len(errors)} errors by record {i})"
+    left = p.flush(flush_timeout)
+    assert left == 0, f"{left} records still undelivered after flush({flush_timeout})"
+    assert not errors, f"{len(errors)} records not delivered, e.g. {errors[:3]}"
+
+
+def verify_stream(bootstrap: str, topic: str, stream: RecordStream, starts: dict[int, int], ends: dict[int, int],
+                  timeout: float = 300.0, where: str = "", **conf) -> int:
+    """Consume partitions p from offset starts[p] (OFFSET_BEGINNING allowed: then 0) up to ends[p]
+    (exclusive) and check every record exactly against the stream: offset (dense), timestamp type
+    and value, key, value, headers. Returns the number of records checked."""
+    c = consumer(bootstrap, **{"fetch.wait.max.ms": 100, **conf})
+    nxt = {p: (0 if o < 0 else o) for p, o in starts.items()}
+    try:
+        c.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+        checked = 0
+        deadline = time.monotonic() + timeout
+        while any(nxt[p] < ends[p] for p in nxt):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{where}timed out after {timeout}s reading {topic}: next offsets {nxt}, "
+                                     f"want ends {ends}")
+            for m in c.consume(num_messages=10000, timeout=0.5):
+                if m.error():
+                    raise AssertionError(f"{where}consumer error: {m.error()} (next offsets {nxt})")
+                p, o = m.partition(), m.offset()
+                if o >= ends[p]:
+                    continue
+                assert o == nxt[p], f"{where}partition {p}: got offset {o}, expected {nxt[p]} (offsets not dense)"
+                nxt[p] = o + 1
+                i = stream.index(p, o)
+                _, key, value, ts, headers = stream.fields(i)
+                got = (m.timestamp(), m.key(), m.value(), m.headers())
+                want = ((TIMESTAMP_CREATE_TIME, ts), key, value, headers)
+                if got != want:
+                    diff = [f"  {name}: got {_short(g)}, want {_short(w)}"
+                            for name, g, w in zip(("timestamp", "key", "value", "headers"), got, want) if g != w]
+                    raise AssertionError(f"{where}partition {p} offset {o} (record {i}) differs:\n" + "\n".join(diff))
+                checked += 1
+        return checked
+    finally:
+        c.close()
+
+
+def _short(v, n: int = 300) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+class TimeIndex:
+    """Kafka ListOffsets semantics on one partition, from the timestamps at offsets 0..n-1:
+    `first_at_or_after(target)` is the first offset whose timestamp >= target, -1 if none
+    (timestamps may be out of order: a prefix maximum makes it a binary search)."""
+
+    def __init__(self, timestamps: list[int]):
+        self.prefix_max, m = [], None
+        for t in timestamps:
+            m = t if m is None or t > m else m
+            self.prefix_max.append(m)
+
+    def first_at_or_after(self, target: int) -> int:
+        i = bisect.bisect_left(self.prefix_max, target)
+        return i if i < len(self.prefix_max) else -1
+
+
+class AckLog:
+    """Every record whose delivery report said success, by (partition, offset) -> value
+    (a per-message `on_delivery` callback, for crash tests)."""
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.acked: dict[tuple[int, int], bytes] = {}
+        self.duplicate_acks: list = []
+        self.failed = 0
+
+    def callback(self, err, msg):
+        if err is not None:
+            with self.lock:
+                self.failed += 1
+            return
+        key = (msg.partition(), msg.offset())
+        with self.lock:
+            if key in self.acked:
+                self.duplicate_acks.append((key, self.acked[key], msg.value()))
+            self.acked[key] = msg.value()
+
+    def snapshot(self) -> dict[tuple[int, int], bytes]:
+        with self.lock:
+            return dict(self.acked)

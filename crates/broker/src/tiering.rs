@@ -40,8 +40,8 @@ impl TieringConfig {
             store,
             store_options: tier::StoreOptions::default(),
             interval: Duration::from_secs(1),
-            cache_bytes: 256 << 20,
-            object_bytes: 64 << 20,
+            cache_bytes: 512 << 20,
+            object_bytes: 32 << 20,
             convert: ConvertOptions::default(),
         }
     }

@@ -15,6 +15,8 @@ pub enum ConfigKind {
     OneOf(&'static [&'static str]),
     /// A comma-separated list, each element one of a fixed set of words.
     ListOf(&'static [&'static str]),
+    /// Free text, checked by whoever reads it (at most 64 KiB).
+    Text,
 }
 
 impl ConfigKind {
@@ -25,6 +27,7 @@ impl ConfigKind {
             ConfigKind::Int { .. } => 3,
             ConfigKind::OneOf(_) => 2,
             ConfigKind::ListOf(_) => 7,
+            ConfigKind::Text => 2,
         }
     }
 }
@@ -68,6 +71,24 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: "-2",
         kind: ConfigKind::Long { min: -2 },
         doc: "with remote storage, how long uploaded segments stay on local disk; -2 follows retention.ms",
+    },
+    ConfigDef {
+        name: "value.decode.strict",
+        default: "false",
+        kind: ConfigKind::OneOf(&["true", "false"]),
+        doc: "SQL: a value that does not decode fails the query (true) or gives NULL columns and an _error text (false)",
+    },
+    ConfigDef {
+        name: "value.format",
+        default: "raw",
+        kind: ConfigKind::OneOf(&["raw", "json", "csv"]),
+        doc: "SQL: how record values decode into columns: raw bytes, JSON objects, or CSV lines",
+    },
+    ConfigDef {
+        name: "value.schema",
+        default: "",
+        kind: ConfigKind::Text,
+        doc: "SQL: the value's columns, e.g. `device_name STRING, metric DOUBLE, ts BIGINT`; empty infers them from a sample (JSON) or names CSV fields c0, c1, ... as strings",
     },
     ConfigDef {
         name: "max.message.bytes",
@@ -153,6 +174,16 @@ pub fn validate(name: &str, value: &str) -> Result<(), KafkaError> {
                 )))
             }
         }
+        ConfigKind::Text => {
+            if value.len() <= 64 * 1024 {
+                Ok(())
+            } else {
+                Err(KafkaError::invalid_config(format!(
+                    "{name} is {} bytes long; the limit is 65536",
+                    value.len()
+                )))
+            }
+        }
         ConfigKind::ListOf(words) => {
             if value
                 .split(',')
@@ -230,6 +261,11 @@ impl TopicConfig {
 
     pub fn min_insync_replicas(&self) -> i64 {
         self.number("min.insync.replicas")
+    }
+
+    /// The config's value in force (the default if not set).
+    pub fn value_of(&self, name: &str) -> &str {
+        self.get(name).map(|(value, _)| value).unwrap_or("")
     }
 
     pub fn remote_storage_enabled(&self) -> bool {

@@ -13,11 +13,26 @@ use axum::routing::get;
 use broker::Broker;
 use serde::Serialize;
 
-pub async fn serve(broker: Arc<Broker>, listener: tokio::net::TcpListener) {
+#[derive(Clone)]
+struct App {
+    broker: Arc<Broker>,
+    engine: Arc<sql::Engine>,
+}
+
+/// Largest SQL text accepted.
+const SQL_MAX_BYTES: usize = 1 << 20;
+
+pub async fn serve(
+    broker: Arc<Broker>,
+    engine: Arc<sql::Engine>,
+    listener: tokio::net::TcpListener,
+) {
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/topics/{name}", get(topic))
-        .with_state(broker);
+        .route("/sql", axum::routing::post(run_sql))
+        .layer(axum::extract::DefaultBodyLimit::max(SQL_MAX_BYTES))
+        .with_state(App { broker, engine });
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "the HTTP endpoint stopped");
     }
@@ -95,8 +110,8 @@ pub fn topic_info(topic: &broker::topics::Topic) -> TopicInfo {
     }
 }
 
-async fn topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> Response {
-    match broker.topics.get(&name) {
+async fn topic(State(app): State<App>, Path(name): Path<String>) -> Response {
+    match app.broker.topics.get(&name) {
         Some(topic) => Json(topic_info(&topic)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -106,7 +121,8 @@ async fn topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> R
     }
 }
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+async fn metrics(State(app): State<App>) -> Response {
+    let broker = &app.broker;
     let mut text = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
         let _ = writeln!(
@@ -200,7 +216,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
         metric(
             "lakestream_tier_cache_misses_total",
             "counter",
-            "Cold reads that had to load an object.",
+            "Cold objects loaded from the store (a read's miss or a prefetch).",
             load(&cache.misses),
         );
         metric(
@@ -223,4 +239,97 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct SqlParams {
+    /// json (default), csv or arrow (Arrow IPC stream).
+    format: Option<String>,
+}
+
+/// `POST /sql` with the statement as the body: the rows as JSON
+/// (`{"columns": [{"name", "type"}], "rows": [{...}], "row_count", "elapsed_ms"}`), CSV with a
+/// header line, or an Arrow IPC stream. A bad statement answers 400 with `{"error": ...}`. A
+/// client that disconnects cancels its query.
+async fn run_sql(
+    State(app): State<App>,
+    axum::extract::Query(params): axum::extract::Query<SqlParams>,
+    body: String,
+) -> Response {
+    let format = params.format.unwrap_or_else(|| "json".into());
+    if !matches!(format.as_str(), "json" | "csv" | "arrow") {
+        return sql_error(
+            StatusCode::BAD_REQUEST,
+            format!("format must be json, csv or arrow, not {format:?}"),
+        );
+    }
+    let output = match app.engine.query(&body).await {
+        Ok(output) => output,
+        Err(error) => return sql_error(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    match encode(&output, &format) {
+        Ok((content_type, bytes)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        Err(error) => sql_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+fn sql_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn encode(
+    output: &sql::QueryOutput,
+    format: &str,
+) -> Result<(&'static str, Vec<u8>), arrow::error::ArrowError> {
+    let batches: Vec<&arrow::array::RecordBatch> = output.batches.iter().collect();
+    match format {
+        "csv" => {
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(Vec::new());
+            if batches.is_empty() {
+                writer.write(&arrow::array::RecordBatch::new_empty(output.schema.clone()))?;
+            }
+            for batch in &batches {
+                writer.write(batch)?;
+            }
+            Ok(("text/csv", writer.into_inner()))
+        }
+        "arrow" => {
+            let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &output.schema)?;
+            for batch in &batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            Ok(("application/vnd.apache.arrow.stream", writer.into_inner()?))
+        }
+        _ => {
+            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+            writer.write_batches(&batches)?;
+            writer.finish()?;
+            let rows = writer.into_inner();
+            let rows: &[u8] = if rows.is_empty() { b"[]" } else { &rows };
+            let columns: Vec<serde_json::Value> = output
+                .schema
+                .fields()
+                .iter()
+                .map(|field| serde_json::json!({ "name": field.name(), "type": field.data_type().to_string() }))
+                .collect();
+            let row_count: usize = batches.iter().map(|batch| batch.num_rows()).sum();
+            let mut body = serde_json::to_vec(&serde_json::json!({
+                "columns": columns,
+                "row_count": row_count,
+                "elapsed_ms": output.elapsed.as_secs_f64() * 1000.0,
+            }))
+            .expect("JSON serializes");
+            // Splice the rows (already JSON) in without parsing them again.
+            body.pop();
+            body.extend_from_slice(b",\"rows\":");
+            body.extend_from_slice(rows);
+            body.push(b'}');
+            Ok(("application/json", body))
+        }
+    }
 }

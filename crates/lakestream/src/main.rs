@@ -7,6 +7,7 @@ mod limits;
 mod produce;
 mod serve;
 mod shared;
+mod sql_cli;
 mod topics;
 
 #[global_allocator]
@@ -28,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker (Kafka wire protocol) with its storage.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list, describe, alter and delete topics.
     Topics(topics::TopicsArgs),
     /// Write records to a topic, from flags or one per stdin line.
@@ -37,16 +38,19 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// List, describe, reset the offsets of and delete consumer groups.
     Groups(groups::GroupsArgs),
+    /// Run a SQL statement on a running server; every topic is a table.
+    Sql(sql_cli::SqlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Topics(args) => report(topics::run(args)),
         Command::Produce(args) => report(produce::run(args)),
         Command::Consume(args) => report(consume::run(args)),
         Command::Groups(args) => report(groups::run(args)),
+        Command::Sql(args) => report(sql_cli::run(args)),
     }
 }
 

@@ -231,7 +231,7 @@ impl Partitioner {
 
     fn partition(&mut self, key: Option<&[u8]>) -> PartitionId {
         match key {
-            Some(key) => ((murmur2(key) & 0x7fff_ffff) % self.partitions as u32) as PartitionId,
+            Some(key) => records::partition_for_key(key, self.partitions),
             None => {
                 let partition = self.next;
                 self.next = (self.next + 1) % self.partitions;
@@ -239,33 +239,6 @@ impl Partitioner {
             }
         }
     }
-}
-
-/// The 32-bit MurmurHash2 variant Kafka's default partitioner uses (seed 0x9747b28c).
-fn murmur2(data: &[u8]) -> u32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M) ^ k;
-    }
-    let tail = chunks.remainder();
-    if !tail.is_empty() {
-        for (i, &byte) in tail.iter().enumerate().rev() {
-            h ^= u32::from(byte) << (8 * i);
-        }
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
 }
 
 #[derive(Default)]
@@ -394,28 +367,6 @@ pub fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn murmur2_matches_kafka() {
-        // Kafka's own test vectors (as signed Java ints).
-        let check = |input: &[u8], expect: i32| {
-            assert_eq!(
-                murmur2(input) as i32,
-                expect,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            )
-        };
-        check(b"21", -973932308);
-        check(b"foobar", -790332482);
-        check(b"a-little-bit-long-string", -985981536);
-        check(b"a-little-bit-longer-string", -1486304829);
-        check(
-            b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-            -58897971,
-        );
-        check(b"abc", 479470107);
-    }
 
     #[test]
     fn partitioner_hashes_keys_and_rotates_the_rest() {

@@ -22,10 +22,11 @@ pub struct ServeArgs {
     /// Address clients are told to connect to [default: the Kafka listener's].
     #[arg(long, env = "LAKESTREAM_ADVERTISED_ADDR")]
     pub advertised_addr: Option<String>,
-    /// PostgreSQL wire listener, for SQL (reserved: not served yet) [default: 127.0.0.1:5433].
+    /// PostgreSQL wire listener, for SQL (psql, psycopg, BI tools) [default: 127.0.0.1:5433].
     #[arg(long, env = "LAKESTREAM_PG_ADDR")]
     pub pg_addr: Option<SocketAddr>,
-    /// HTTP listener for admin (`/v1/topics/NAME`) and metrics (`/metrics`) [default: 127.0.0.1:8080].
+    /// HTTP listener for SQL (`POST /sql`), admin (`/v1/topics/NAME`) and metrics (`/metrics`)
+    /// [default: 127.0.0.1:8080].
     #[arg(long, env = "LAKESTREAM_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
     /// Create topics on first use in Metadata (Kafka's auto.create.topics.enable).
@@ -57,15 +58,21 @@ pub struct ServeArgs {
     /// How often sealed segments are uploaded and the hot window enforced [default: 1000].
     #[arg(long, env = "LAKESTREAM_TIER_INTERVAL_MS")]
     pub tier_interval_ms: Option<u64>,
-    /// Memory for cold data being served (re-encoded batches) [default: 268435456].
+    /// Memory for cold data being served (re-encoded batches) [default: 536870912].
     #[arg(long, env = "LAKESTREAM_COLD_CACHE_BYTES")]
     pub cold_cache_bytes: Option<usize>,
-    /// Largest run of log turned into one Parquet object [default: 67108864].
+    /// Largest run of log turned into one Parquet object [default: 33554432].
     #[arg(long, env = "LAKESTREAM_COLD_OBJECT_BYTES")]
     pub cold_object_bytes: Option<usize>,
     /// Parquet compression of cold objects: zstd or snappy [default: zstd].
     #[arg(long, env = "LAKESTREAM_COLD_COMPRESSION")]
     pub cold_compression: Option<String>,
+    /// Threads of the SQL engine's own pool [default: the number of cores].
+    #[arg(long, env = "LAKESTREAM_SQL_THREADS")]
+    pub sql_threads: Option<usize>,
+    /// Memory all running SQL queries may hold, in bytes [default: 1073741824].
+    #[arg(long, env = "LAKESTREAM_SQL_MEMORY_LIMIT")]
+    pub sql_memory_limit: Option<usize>,
 }
 
 /// The file form of the same settings.
@@ -88,6 +95,8 @@ struct FileConfig {
     cold_cache_bytes: Option<usize>,
     cold_object_bytes: Option<usize>,
     cold_compression: Option<String>,
+    sql_threads: Option<usize>,
+    sql_memory_limit: Option<usize>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -106,6 +115,7 @@ pub struct Settings {
     pub group_consumer_heartbeat_interval_ms: u64,
     pub group_consumer_session_timeout_ms: u64,
     pub tiering: Option<broker::tiering::TieringConfig>,
+    pub sql: sql::EngineConfig,
 }
 
 impl ServeArgs {
@@ -179,7 +189,15 @@ impl ServeArgs {
             }
             Some(tiering)
         };
+        let mut sql = sql::EngineConfig::default();
+        if let Some(threads) = self.sql_threads.or(file.sql_threads) {
+            sql.threads = threads.max(1);
+        }
+        if let Some(limit) = self.sql_memory_limit.or(file.sql_memory_limit) {
+            sql.memory_limit = limit;
+        }
         Ok(Settings {
+            sql,
             tiering,
             data_dir,
             kafka_addr,
@@ -267,9 +285,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--http-addr)", settings.http_addr))?;
-    tracing::info!(http = %settings.http_addr, "admin and metrics over HTTP");
-    tracing::debug!(pg = %settings.pg_addr, "the SQL endpoint is reserved and not served yet");
-    let http = tokio::spawn(crate::http::serve(broker.clone(), http_listener));
+    let engine = sql::Engine::start(broker.clone(), settings.sql.clone())
+        .context("cannot start the SQL engine")?;
+    // The PostgreSQL server binds on its own; check the address first for a clear error.
+    drop(
+        std::net::TcpListener::bind(settings.pg_addr)
+            .with_context(|| format!("cannot listen on {} (--pg-addr)", settings.pg_addr))?,
+    );
+    let postgres = sql::pg::serve(&engine, settings.pg_addr);
+    tracing::info!(http = %settings.http_addr, pg = %settings.pg_addr, "SQL over HTTP and the PostgreSQL protocol; admin and metrics over HTTP");
+    let http = tokio::spawn(crate::http::serve(
+        broker.clone(),
+        engine.clone(),
+        http_listener,
+    ));
     let tiering = tokio::spawn(broker::tiering::Tiering::run(broker.clone()));
     let retention = tokio::spawn(retention_loop(
         broker.clone(),
@@ -287,11 +316,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing");
     server.abort();
     http.abort();
+    postgres.abort();
     tiering.abort();
     retention.abort();
     trim.abort();
     let broker_for_shutdown = broker.clone();
     tokio::task::spawn_blocking(move || broker_for_shutdown.shutdown()).await?;
+    // The SQL runtime cannot be dropped inside this one.
+    std::mem::forget(engine);
     tracing::info!("stopped");
     Ok(())
 }

@@ -43,7 +43,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(&data_dir)
             .args(["--kafka-addr", &address])
-            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0"])
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -38,7 +38,9 @@ type Loading = Arc<OnceCell<Result<Arc<ColdBatches>, ReadError>>>;
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    /// Cold reads served from the cache.
     pub hits: AtomicU64,
+    /// Objects loaded from the store (a read's miss or a prefetch).
     pub misses: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub errors: AtomicU64,
@@ -77,12 +79,9 @@ impl ColdCache {
             cached.last_used = tick;
             Arc::clone(&cached.batches)
         });
-        let counter = if found.is_some() {
-            &self.stats.hits
-        } else {
-            &self.stats.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 
@@ -132,6 +131,7 @@ impl ColdCache {
     }
 
     async fn fetch(&self, entry: &ObjectEntry) -> Result<Arc<ColdBatches>, ReadError> {
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let key = entry.key.clone();
         let bytes: Bytes = self.store.get(&key).await.map_err(|error| match error {
             StoreError::NotFound { .. } => ReadError::Corrupt {

@@ -1,0 +1,200 @@
+//! `CREATE TABLE name WITH (format = 'parquet', compression = 'snappy', bucket_count = N,
+//! location = '...') AS SELECT ...`, as in Athena and Trino: the query's rows written as N
+//! Parquet files into the object store (by default the cold store's `tables/<name>/`), then the
+//! table registered for querying.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::prelude::ParquetReadOptions;
+use datafusion::sql::sqlparser::ast::{CreateTableOptions, Expr, SqlOption, Statement, Value};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use tier::{StoreLocation, TierStore};
+
+use crate::engine::Engine;
+
+/// Files one CTAS may write.
+const MAX_BUCKETS: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtasOptions {
+    pub compression: Compression,
+    pub buckets: usize,
+    pub location: Option<String>,
+}
+
+impl CtasOptions {
+    pub fn parse(options: &[SqlOption]) -> Result<CtasOptions> {
+        let mut parsed = CtasOptions {
+            compression: Compression::SNAPPY,
+            buckets: 1,
+            location: None,
+        };
+        for option in options {
+            let SqlOption::KeyValue { key, value } = option else {
+                return Err(plan_error(format!(
+                    "CREATE TABLE option `{option}` is not `key = value`"
+                )));
+            };
+            let text = match value {
+                Expr::Value(value) => match &value.value {
+                    Value::SingleQuotedString(text) | Value::DoubleQuotedString(text) => {
+                        text.clone()
+                    }
+                    Value::Number(text, _) => text.clone(),
+                    other => other.to_string(),
+                },
+                Expr::Identifier(ident) => ident.value.clone(),
+                other => other.to_string(),
+            };
+            match key.value.to_ascii_lowercase().as_str() {
+                "format" => {
+                    if !text.eq_ignore_ascii_case("parquet") {
+                        return Err(plan_error(format!(
+                            "format '{text}' is not supported: write format = 'parquet'"
+                        )));
+                    }
+                }
+                "compression" | "parquet_compression" | "write_compression" => {
+                    parsed.compression = match text.to_ascii_lowercase().as_str() {
+                        "snappy" => Compression::SNAPPY,
+                        "zstd" => Compression::ZSTD(ZstdLevel::default()),
+                        "none" | "uncompressed" => Compression::UNCOMPRESSED,
+                        other => {
+                            return Err(plan_error(format!(
+                                "compression '{other}' is not supported: use snappy, zstd or none"
+                            )));
+                        }
+                    }
+                }
+                "bucket_count" => {
+                    parsed.buckets = text
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_BUCKETS).contains(n))
+                        .ok_or_else(|| {
+                            plan_error(format!(
+                                "bucket_count must be 1 to {MAX_BUCKETS}, not {text}"
+                            ))
+                        })?;
+                }
+                "location" | "external_location" => parsed.location = Some(text),
+                other => {
+                    return Err(plan_error(format!(
+                        "unknown CREATE TABLE option `{other}`: the options are format, compression, bucket_count, location"
+                    )));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn plan_error(message: String) -> DataFusionError {
+    DataFusionError::Plan(message)
+}
+
+/// Runs `sql` if it is a CTAS with options; `None` leaves it to DataFusion.
+pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Ok(None);
+    };
+    let [Statement::CreateTable(create)] = statements.as_slice() else {
+        return Ok(None);
+    };
+    let (CreateTableOptions::With(options), Some(query)) = (&create.table_options, &create.query)
+    else {
+        return Ok(None);
+    };
+    let options = CtasOptions::parse(options)?;
+    let name = create.name.to_string();
+    if engine.topics().topic_names().contains(&name) {
+        return Err(plan_error(format!(
+            "{name} is a topic; choose another table name"
+        )));
+    }
+    let location = match &options.location {
+        Some(location) => {
+            StoreLocation::parse(location).map_err(|error| plan_error(error.to_string()))?
+        }
+        None => default_location(engine, &name),
+    };
+    let store = TierStore::open(&location, tier::StoreOptions::default())
+        .map_err(|error| plan_error(error.to_string()))?;
+    let frame = engine.context().sql(&query.to_string()).await?;
+    // Exactly `buckets` files: the rows' batches dealt round-robin to the writers.
+    let mut stream = frame.execute_stream().await?;
+    let properties = WriterProperties::builder()
+        .set_compression(options.compression)
+        .build();
+    let mut writers = (0..options.buckets)
+        .map(|_| ArrowWriter::try_new(Vec::new(), stream.schema(), Some(properties.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = 0u64;
+    let mut next = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        writers[next].write(&batch)?;
+        next = (next + 1) % writers.len();
+    }
+    let mut files = 0i64;
+    for (bucket, writer) in writers.into_iter().enumerate() {
+        let bytes = writer.into_inner()?;
+        let key = format!("part-{bucket:05}.parquet");
+        store
+            .put_new(&key, bytes.into())
+            .await
+            .map_err(|error| DataFusionError::Execution(format!("writing {key}: {error}")))?;
+        files += 1;
+    }
+    let shown = match &location {
+        StoreLocation::Local(path) => {
+            let path = path.display().to_string();
+            engine
+                .context()
+                .register_parquet(&name, &path, ParquetReadOptions::default())
+                .await?;
+            path
+        }
+        StoreLocation::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("rows", DataType::Int64, false),
+        Field::new("files", DataType::Int64, false),
+        Field::new("location", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(vec![rows as i64])),
+            Arc::new(Int64Array::from(vec![files])),
+            Arc::new(StringArray::from(vec![shown])),
+        ],
+    )?;
+    Ok(Some((schema, vec![batch])))
+}
+
+/// `tables/<name>` under the cold store (or under the data directory without one).
+fn default_location(engine: &Engine, name: &str) -> StoreLocation {
+    let config = &engine.broker.config;
+    match config.tiering.as_ref().map(|tiering| &tiering.store) {
+        Some(StoreLocation::Local(path)) => StoreLocation::Local(path.join("tables").join(name)),
+        Some(StoreLocation::S3 { bucket, prefix }) => StoreLocation::S3 {
+            bucket: bucket.clone(),
+            prefix: if prefix.is_empty() {
+                format!("tables/{name}")
+            } else {
+                format!("{prefix}/tables/{name}")
+            },
+        },
+        None => StoreLocation::Local(config.data_dir.join("tables").join(name)),
+    }
+}

@@ -1,0 +1,255 @@
+//! The SQL engine: a DataFusion session whose `lakestream.public` schema is the topics, on a
+//! runtime of its own (so a heavy query never takes the broker's threads), with a memory limit,
+//! and the latest-N rewrite.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use broker::Broker;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::provider::TopicSchema;
+use crate::rows::OFFSET;
+use crate::scan::TopicScanExec;
+
+pub const CATALOG: &str = "lakestream";
+pub const SCHEMA: &str = "public";
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Worker threads of the SQL runtime.
+    pub threads: usize,
+    /// Memory all running queries may hold (sorts and aggregations spill or fail beyond it).
+    pub memory_limit: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        EngineConfig {
+            threads: cores,
+            memory_limit: 1 << 30,
+        }
+    }
+}
+
+/// What a query gave.
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub elapsed: Duration,
+}
+
+pub struct Engine {
+    context: SessionContext,
+    runtime: tokio::runtime::Runtime,
+    topics: Arc<TopicSchema>,
+    pub broker: Arc<Broker>,
+}
+
+impl Engine {
+    pub fn start(broker: Arc<Broker>, config: EngineConfig) -> Result<Arc<Engine>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("lakestream-sql")
+            .enable_all()
+            .build()
+            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        let topics = Arc::new(TopicSchema::new(Arc::clone(&broker)));
+        let session = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(config.threads.max(1));
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)))
+            .build_arc()?;
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_runtime_env(runtime_env)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(LatestRows))
+            .build();
+        let context = SessionContext::new_with_state(state);
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(SCHEMA, Arc::clone(&topics) as _)?;
+        context.register_catalog(CATALOG, Arc::new(catalog));
+        // What psql and BI tools ask on connect: pg_catalog tables and functions.
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &context,
+            CATALOG,
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|error| *error)?;
+        Ok(Arc::new(Engine {
+            context,
+            runtime,
+            topics,
+            broker,
+        }))
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.context
+    }
+
+    /// The SQL runtime, where queries and the PostgreSQL server run.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    pub fn topics(&self) -> &TopicSchema {
+        &self.topics
+    }
+
+    /// Runs one statement on the SQL runtime and collects its rows. Dropping the future
+    /// cancels the query.
+    pub async fn query(self: &Arc<Self>, sql: &str) -> Result<QueryOutput> {
+        let engine = Arc::clone(self);
+        let sql = sql.to_string();
+        let task = self.runtime.spawn(async move {
+            let started = Instant::now();
+            let result = engine.run(&sql).await;
+            result.map(|(schema, batches)| QueryOutput {
+                schema,
+                batches,
+                elapsed: started.elapsed(),
+            })
+        });
+        let guard = AbortOnDrop(task.abort_handle());
+        let result = task
+            .await
+            .map_err(|error| DataFusionError::Execution(format!("the query stopped: {error}")))?;
+        drop(guard);
+        result.map_err(|error| self.explain(error))
+    }
+
+    async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        if let Some(output) = crate::ctas::try_run(self, sql).await? {
+            return Ok(output);
+        }
+        let frame = self.context.sql(sql).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok((schema, batches))
+    }
+
+    /// Adds what helps: the topics that exist, when a table is unknown.
+    pub fn explain(&self, error: DataFusionError) -> DataFusionError {
+        let text = error.to_string();
+        if text.contains("not found") && text.contains("table") {
+            let mut topics = self.topics.topic_names();
+            topics.sort();
+            return DataFusionError::Plan(format!(
+                "{}\nHINT: every topic is a table; the topics are: {}",
+                text.trim_end(),
+                if topics.is_empty() {
+                    "(none yet)".to_string()
+                } else {
+                    topics.join(", ")
+                }
+            ));
+        }
+        error
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `ORDER BY _offset DESC LIMIT n` reads only each partition's newest rows: the top n of the
+/// whole table are among the newest n kept rows of each partition, and the sort on top picks
+/// them.
+#[derive(Debug)]
+struct LatestRows;
+
+impl PhysicalOptimizerRule for LatestRows {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|node| {
+            let fetch_and_input = if let Some(sort) = node.as_any().downcast_ref::<SortExec>() {
+                sort.fetch()
+                    .filter(|_| offset_descending(sort.expr()))
+                    .map(|n| (n, Arc::clone(sort.input())))
+            } else if let Some(merge) = node.as_any().downcast_ref::<SortPreservingMergeExec>() {
+                merge
+                    .fetch()
+                    .filter(|_| offset_descending(merge.expr()))
+                    .map(|n| (n, Arc::clone(merge.input())))
+            } else {
+                None
+            };
+            let Some((n, input)) = fetch_and_input else {
+                return Ok(Transformed::no(node));
+            };
+            match with_tail(&input, n)? {
+                Some(input) => Ok(Transformed::yes(
+                    Arc::clone(&node).with_new_children(vec![input])?,
+                )),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|transformed| transformed.data)
+    }
+
+    fn name(&self) -> &str {
+        "latest_rows"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+fn offset_descending(ordering: &datafusion::physical_expr::LexOrdering) -> bool {
+    let first = ordering.first();
+    first.options.descending
+        && first
+            .expr
+            .as_any()
+            .downcast_ref::<Column>()
+            .is_some_and(|column| column.name() == OFFSET)
+}
+
+/// The plan with its topic scan reading only the tail, through nodes that keep every row.
+fn with_tail(plan: &Arc<dyn ExecutionPlan>, n: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(scan) = plan.as_any().downcast_ref::<TopicScanExec>() {
+        return Ok(Some(Arc::new(scan.with_tail(n))));
+    }
+    let passes_rows = plan.as_any().is::<ProjectionExec>()
+        || plan.as_any().is::<RepartitionExec>()
+        || plan.as_any().is::<CoalescePartitionsExec>()
+        || plan.as_any().is::<SortExec>();
+    if !passes_rows || plan.children().len() != 1 {
+        return Ok(None);
+    }
+    match with_tail(plan.children()[0], n)? {
+        Some(child) => Ok(Some(Arc::clone(plan).with_new_children(vec![child])?)),
+        None => Ok(None),
+    }
+}

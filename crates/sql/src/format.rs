@@ -1,0 +1,358 @@
+//! How a topic's record values become columns: the topic config `value.format` (`raw`, `json`,
+//! `csv`) with an optional declared `value.schema`, or for JSON a schema inferred from a sample.
+//!
+//! Decoding is schema on read and forgiving by default: a value that does not decode gives NULL
+//! columns and an `_error` text; with `value.decode.strict=true` it fails the query instead.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringBuilder, new_null_array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+
+/// The column that says why a value did not decode.
+pub const ERROR_COLUMN: &str = "_error";
+
+/// How values decode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueFormat {
+    /// `_value` bytes only.
+    Raw,
+    /// One JSON object per value; `schema` are its columns.
+    Json { schema: SchemaRef, strict: bool },
+    /// One CSV line per value (no header); `schema` are its fields in order.
+    Csv { schema: SchemaRef, strict: bool },
+}
+
+impl ValueFormat {
+    /// The value's columns (not counting `_value` and `_error`).
+    pub fn fields(&self) -> Vec<Arc<Field>> {
+        match self {
+            ValueFormat::Raw => Vec::new(),
+            ValueFormat::Json { schema, .. } | ValueFormat::Csv { schema, .. } => {
+                schema.fields().iter().cloned().collect()
+            }
+        }
+    }
+
+    pub fn decodes(&self) -> bool {
+        !matches!(self, ValueFormat::Raw)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error(
+        "value.schema: {0} (write it as `name TYPE, ...` with types STRING, BIGINT, INT, DOUBLE, FLOAT, BOOLEAN, TIMESTAMP)"
+    )]
+    BadSchema(String),
+    #[error("inferring the JSON schema of topic {topic}: {reason}")]
+    Inference { topic: String, reason: String },
+}
+
+/// Parses a declared schema: `name TYPE, name TYPE, ...`.
+pub fn parse_schema(text: &str) -> Result<Schema, FormatError> {
+    let mut fields = Vec::new();
+    for (at, part) in text.split(',').enumerate() {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let mut words = part.split_whitespace();
+        let (Some(name), Some(kind), None) = (words.next(), words.next(), words.next()) else {
+            return Err(FormatError::BadSchema(format!(
+                "column {} `{part}` is not `name TYPE`",
+                at + 1
+            )));
+        };
+        let data_type = match kind.to_ascii_uppercase().as_str() {
+            "STRING" | "VARCHAR" | "TEXT" => DataType::Utf8,
+            "BIGINT" | "LONG" | "INT64" => DataType::Int64,
+            "INT" | "INTEGER" | "INT32" => DataType::Int32,
+            "DOUBLE" | "FLOAT64" => DataType::Float64,
+            "FLOAT" | "REAL" | "FLOAT32" => DataType::Float32,
+            "BOOLEAN" | "BOOL" => DataType::Boolean,
+            "TIMESTAMP" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            other => {
+                return Err(FormatError::BadSchema(format!(
+                    "column `{name}` has unknown type {other}"
+                )));
+            }
+        };
+        if name.starts_with('_') {
+            return Err(FormatError::BadSchema(format!(
+                "column `{name}`: names starting with `_` are the table's own columns"
+            )));
+        }
+        if fields.iter().any(|field: &Field| field.name() == name) {
+            return Err(FormatError::BadSchema(format!(
+                "column `{name}` appears twice"
+            )));
+        }
+        fields.push(Field::new(name, data_type, true));
+    }
+    if fields.is_empty() {
+        return Err(FormatError::BadSchema("no columns".into()));
+    }
+    Ok(Schema::new(fields))
+}
+
+/// Infers a JSON schema from sample values (objects only; others are skipped). Fields come out
+/// sorted by name, every one nullable; names starting with `_` are dropped (they would shadow
+/// the table's own columns).
+pub fn infer_json_schema<'a>(values: impl Iterator<Item = &'a [u8]>) -> Schema {
+    let parsed =
+        values.filter_map(
+            |value| match serde_json::from_slice::<serde_json::Value>(value) {
+                Ok(object @ serde_json::Value::Object(_)) => Some(Ok(object)),
+                _ => None,
+            },
+        );
+    let schema = arrow::json::reader::infer_json_schema_from_iterator(parsed)
+        .unwrap_or_else(|_| Schema::empty());
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|field| !field.name().starts_with('_'))
+        .map(|field| field.as_ref().clone().with_nullable(true))
+        .collect();
+    fields.sort_by(|a, b| a.name().cmp(b.name()));
+    Schema::new(fields)
+}
+
+/// Decoded value columns for a run of values, plus the `_error` column.
+pub struct Decoded {
+    pub columns: Vec<ArrayRef>,
+    pub errors: ArrayRef,
+}
+
+/// Decodes `values` (one per row; NULL for a tombstone) by `format`. A row that does not decode
+/// gets NULL columns and an error text, unless the format is strict, which fails.
+pub fn decode(format: &ValueFormat, values: &BinaryArray) -> Result<Decoded, ArrowError> {
+    let rows = values.len();
+    let (schema, strict) = match format {
+        ValueFormat::Raw => {
+            return Ok(Decoded {
+                columns: Vec::new(),
+                errors: new_null_array(&DataType::Utf8, rows),
+            });
+        }
+        ValueFormat::Json { schema, strict } | ValueFormat::Csv { schema, strict } => {
+            (schema, *strict)
+        }
+    };
+    let csv = matches!(format, ValueFormat::Csv { .. });
+    // The fast path: every value at once, one per line.
+    if let Ok(batch) = decode_all(schema, csv, values, None)
+        && batch.num_rows() == rows
+    {
+        return Ok(Decoded {
+            columns: batch.columns().to_vec(),
+            errors: new_null_array(&DataType::Utf8, rows),
+        });
+    }
+    // Some value is bad: find which, one by one, then decode the good ones with the bad ones
+    // blanked.
+    let mut bad = vec![false; rows];
+    let mut errors = StringBuilder::new();
+    for (row, flag) in bad.iter_mut().enumerate() {
+        if values.is_null(row) {
+            errors.append_null();
+            continue;
+        }
+        let single = values.slice(row, 1);
+        match decode_all(schema, csv, &single, None) {
+            Ok(batch) if batch.num_rows() == 1 => errors.append_null(),
+            Ok(batch) => {
+                *flag = true;
+                let message = format!(
+                    "value at row {row} holds {} records, not one",
+                    batch.num_rows()
+                );
+                if strict {
+                    return Err(ArrowError::JsonError(message));
+                }
+                errors.append_value(message);
+            }
+            Err(error) => {
+                *flag = true;
+                if strict {
+                    return Err(error);
+                }
+                errors.append_value(error.to_string());
+            }
+        }
+    }
+    let batch = decode_all(schema, csv, values, Some(&bad))?;
+    Ok(Decoded {
+        columns: batch.columns().to_vec(),
+        errors: Arc::new(errors.finish()),
+    })
+}
+
+/// Decodes every value as one line; NULL values and those flagged in `blank` become rows of
+/// NULLs.
+fn decode_all(
+    schema: &SchemaRef,
+    csv: bool,
+    values: &BinaryArray,
+    blank: Option<&[bool]>,
+) -> Result<RecordBatch, ArrowError> {
+    let rows = values.len();
+    let mut buffer = Vec::with_capacity(values.get_buffer_memory_size() + rows * 2);
+    let empty_csv = ",".repeat(schema.fields().len().saturating_sub(1));
+    for row in 0..rows {
+        let blanked = values.is_null(row) || blank.is_some_and(|blank| blank[row]);
+        if blanked {
+            if csv {
+                buffer.extend_from_slice(empty_csv.as_bytes());
+            } else {
+                buffer.extend_from_slice(b"{}");
+            }
+        } else {
+            let value = values.value(row);
+            // A CSV value ends at its line; a stray newline inside would split it.
+            let value = if csv {
+                value.strip_suffix(b"\n").unwrap_or(value)
+            } else {
+                value
+            };
+            buffer.extend_from_slice(value);
+        }
+        buffer.push(b'\n');
+    }
+    if csv {
+        let mut decoder = arrow::csv::ReaderBuilder::new(Arc::clone(schema))
+            .with_header(false)
+            .with_batch_size(rows.max(1))
+            .build_decoder();
+        let mut at = 0;
+        while at < buffer.len() {
+            let used = decoder.decode(&buffer[at..])?;
+            if used == 0 {
+                break;
+            }
+            at += used;
+        }
+        Ok(decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+    } else {
+        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(schema))
+            .with_batch_size(rows.max(1) + 1)
+            .with_coerce_primitive(true)
+            .build_decoder()?;
+        decoder.decode(&buffer)?;
+        if decoder.has_partial_record() {
+            return Err(ArrowError::JsonError("a value is truncated JSON".into()));
+        }
+        Ok(decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{AsArray, Float64Array, Int64Array};
+    use arrow::datatypes::{Float64Type, Int64Type};
+
+    use super::*;
+
+    fn values(items: &[Option<&str>]) -> BinaryArray {
+        BinaryArray::from_iter(items.iter().map(|item| item.map(str::as_bytes)))
+    }
+
+    #[test]
+    fn declared_schemas_parse_and_say_what_is_wrong() {
+        let schema = parse_schema("device_name STRING, metric DOUBLE, ts timestamp").unwrap();
+        assert_eq!(schema.fields().len(), 3);
+        assert_eq!(schema.field(1).data_type(), &DataType::Float64);
+        for (bad, says) in [
+            ("a STRING, a INT", "twice"),
+            ("a", "not `name TYPE`"),
+            ("a DECIMAL", "unknown type DECIMAL"),
+            ("_offset BIGINT", "table's own"),
+            ("", "no columns"),
+        ] {
+            let error = parse_schema(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn json_decodes_in_bulk_and_bad_values_get_an_error_text() {
+        let schema: SchemaRef = Arc::new(parse_schema("device STRING, metric DOUBLE").unwrap());
+        let format = ValueFormat::Json {
+            schema: schema.clone(),
+            strict: false,
+        };
+        let good = values(&[
+            Some(r#"{"device":"a","metric":1.5}"#),
+            None,
+            Some(r#"{"metric":2}"#),
+        ]);
+        let decoded = decode(&format, &good).unwrap();
+        assert_eq!(decoded.errors.null_count(), 3);
+        let metric = decoded.columns[1].as_primitive::<Float64Type>();
+        assert_eq!(
+            metric,
+            &Float64Array::from(vec![Some(1.5), None, Some(2.0)])
+        );
+
+        let bad = values(&[
+            Some(r#"{"device":"a","metric":1.5}"#),
+            Some(r#"{"device":"b","metric":"#),
+            Some("not json"),
+            Some(r#"{"device":"c","metric":"high"}"#),
+            Some(r#"{"device":"d"}{"device":"e"}"#),
+            Some(r#"{"device":"f","metric":3}"#),
+        ]);
+        let decoded = decode(&format, &bad).unwrap();
+        let errors = decoded.errors.as_string::<i32>();
+        assert!(errors.is_null(0) && errors.is_null(5));
+        for row in 1..5 {
+            assert!(!errors.is_null(row), "row {row}");
+        }
+        let device = decoded.columns[0].as_string::<i32>();
+        assert_eq!(device.value(0), "a");
+        assert_eq!(device.value(5), "f");
+        assert!(device.is_null(1) && device.is_null(4));
+
+        let strict = ValueFormat::Json {
+            schema,
+            strict: true,
+        };
+        assert!(decode(&strict, &bad).is_err());
+    }
+
+    #[test]
+    fn csv_lines_decode_by_position() {
+        let schema: SchemaRef = Arc::new(parse_schema("id BIGINT, name STRING").unwrap());
+        let format = ValueFormat::Csv {
+            schema,
+            strict: false,
+        };
+        let decoded = decode(
+            &format,
+            &values(&[Some("1,one"), Some("x,two"), Some("3,three\n")]),
+        )
+        .unwrap();
+        let id = decoded.columns[0].as_primitive::<Int64Type>();
+        assert_eq!(id, &Int64Array::from(vec![Some(1), None, Some(3)]));
+        assert!(!decoded.errors.is_null(1));
+    }
+
+    #[test]
+    fn inference_takes_objects_and_drops_reserved_names() {
+        let sample = [
+            br#"{"b": 1, "a": "x", "_offset": 3}"#.as_slice(),
+            b"[1, 2]",
+            br#"{"b": 2.5, "c": true}"#,
+        ];
+        let schema = infer_json_schema(sample.into_iter());
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(schema.field(1).data_type(), &DataType::Float64);
+    }
+}

@@ -1,0 +1,273 @@
+//! `INSERT INTO topic SELECT ...`: rows become records produced into the topic.
+//!
+//! Columns are matched by name:
+//! - `_key` and `_value` are bytes or text.
+//! - `_partition` is optional: when it is absent or negative, a keyed record goes where Kafka's
+//!   default partitioner would put it, and a record without a key goes round-robin.
+//! - `_timestamp` is optional: when it is absent, the record gets the time of the insert.
+//! - For a JSON topic with no `_value`, the value columns are written as one JSON object.
+//!
+//! The statement answers once the records are durable, like acks=all.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use broker::Broker;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use futures::StreamExt;
+
+use crate::format::ValueFormat;
+use crate::rows::{KEY, PARTITION, TIMESTAMP, VALUE};
+
+/// Records per appended batch.
+const RECORDS_PER_BATCH: usize = 1000;
+
+pub fn plan(
+    broker: Arc<Broker>,
+    topic: Arc<broker::topics::Topic>,
+    format: Arc<ValueFormat>,
+    input: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let sink = TopicSink {
+        schema: input.schema(),
+        broker,
+        topic,
+        format,
+    };
+    Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+}
+
+struct TopicSink {
+    schema: SchemaRef,
+    broker: Arc<Broker>,
+    topic: Arc<broker::topics::Topic>,
+    format: Arc<ValueFormat>,
+}
+
+impl fmt::Debug for TopicSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicSink({})", self.topic.name)
+    }
+}
+
+impl DisplayAs for TopicSink {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicSink: topic={}", self.topic.name)
+    }
+}
+
+/// Records waiting to be appended to one partition.
+#[derive(Default)]
+struct Pending {
+    builder: Option<records::BatchBuilder>,
+    count: usize,
+}
+
+#[async_trait]
+impl DataSink for TopicSink {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let partitions = self.topic.partitions();
+        let mut pending: Vec<Pending> = (0..partitions.len()).map(|_| Pending::default()).collect();
+        let mut next = 0usize;
+        let mut total = 0u64;
+        let mut written_end = vec![-1i64; partitions.len()];
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            let rows = Rows::of(&batch, &self.format)?;
+            let now = broker::partition::now_ms();
+            for row in 0..batch.num_rows() {
+                let key = rows.key(row);
+                let partition = match rows.partition(row) {
+                    Some(index) if index >= 0 => {
+                        let index = index as usize;
+                        if index >= partitions.len() {
+                            return Err(DataFusionError::Execution(format!(
+                                "_partition {index} does not exist: topic {} has {} partitions",
+                                self.topic.name,
+                                partitions.len()
+                            )));
+                        }
+                        index
+                    }
+                    _ => match key {
+                        Some(key) => {
+                            records::partition_for_key(key, partitions.len() as i32) as usize
+                        }
+                        None => {
+                            next = (next + 1) % partitions.len();
+                            next
+                        }
+                    },
+                };
+                let timestamp = rows.timestamp(row).unwrap_or(now);
+                let value = rows.value(row);
+                let slot = &mut pending[partition];
+                let builder = slot
+                    .builder
+                    .take()
+                    .unwrap_or_else(|| records::BatchBuilder::new(0));
+                slot.builder = Some(builder.record(key, value.as_deref(), timestamp));
+                slot.count += 1;
+                total += 1;
+                if slot.count >= RECORDS_PER_BATCH {
+                    written_end[partition] = self.append(&partitions[partition], slot)?;
+                }
+            }
+        }
+        for (index, slot) in pending.iter_mut().enumerate() {
+            if slot.count > 0 {
+                written_end[index] = self.append(&partitions[index], slot)?;
+            }
+        }
+        // Durable before answering, like acks=all.
+        for (partition, end) in partitions.iter().zip(written_end) {
+            if end < 0 {
+                continue;
+            }
+            let mut watermark = partition.subscribe_high_watermark();
+            let wait = watermark.wait_for(|high_watermark| *high_watermark > end);
+            match tokio::time::timeout(Duration::from_secs(30), wait).await {
+                Ok(Ok(_)) => {}
+                _ => {
+                    return Err(DataFusionError::Execution(format!(
+                        "the inserted records of {}-{} did not become durable within 30 s",
+                        self.topic.name, partition.index
+                    )));
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl TopicSink {
+    /// Appends the pending records of one partition; returns the last offset.
+    fn append(
+        &self,
+        partition: &Arc<broker::partition::Partition>,
+        slot: &mut Pending,
+    ) -> Result<i64> {
+        let builder = slot.builder.take().expect("pending records have a builder");
+        slot.count = 0;
+        let mut batch = builder.build();
+        let header = records::validate_batch(&batch)
+            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        let log_append_time = self.topic.config().log_append_time();
+        let appended = partition
+            .append(
+                &mut [(header, &mut batch[..])],
+                log_append_time,
+                &self.broker.flusher,
+            )
+            .map_err(|error| DataFusionError::Execution(error.to_string()))?;
+        Ok(appended.last_offset)
+    }
+}
+
+/// The columns of an inserted batch, by role.
+struct Rows {
+    key: Option<Arc<dyn Array>>,
+    value: Option<Arc<dyn Array>>,
+    json_values: Option<Vec<Vec<u8>>>,
+    partition: Option<Arc<dyn Array>>,
+    timestamp: Option<Arc<dyn Array>>,
+}
+
+impl Rows {
+    fn of(batch: &RecordBatch, format: &ValueFormat) -> Result<Rows> {
+        let column = |name: &str| -> Result<Option<Arc<dyn Array>>> {
+            let Some(array) = batch.column_by_name(name) else {
+                return Ok(None);
+            };
+            let target = match name {
+                KEY | VALUE => DataType::Binary,
+                PARTITION => DataType::Int32,
+                TIMESTAMP => DataType::Timestamp(TimeUnit::Millisecond, None),
+                _ => return Ok(Some(Arc::clone(array))),
+            };
+            Ok(Some(arrow::compute::cast(array, &target)?))
+        };
+        let value = column(VALUE)?.filter(|value| value.null_count() < value.len());
+        let json_values = match (format, &value) {
+            (ValueFormat::Json { schema, .. }, None) => {
+                let fields: Vec<usize> = schema
+                    .fields()
+                    .iter()
+                    .filter_map(|field| batch.schema().index_of(field.name()).ok())
+                    .collect();
+                if fields.is_empty() {
+                    None
+                } else {
+                    let projected = batch.project(&fields)?;
+                    let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+                    writer.write(&projected)?;
+                    writer.finish()?;
+                    let text = writer.into_inner();
+                    Some(
+                        text.split(|byte| *byte == b'\n')
+                            .take(batch.num_rows())
+                            .map(<[u8]>::to_vec)
+                            .collect(),
+                    )
+                }
+            }
+            _ => None,
+        };
+        Ok(Rows {
+            key: column(KEY)?,
+            value,
+            json_values,
+            partition: column(PARTITION)?,
+            timestamp: column(TIMESTAMP)?,
+        })
+    }
+
+    fn key(&self, row: usize) -> Option<&[u8]> {
+        let key = self.key.as_ref()?.as_binary::<i32>();
+        (!key.is_null(row)).then(|| key.value(row))
+    }
+
+    fn value(&self, row: usize) -> Option<Vec<u8>> {
+        if let Some(values) = &self.json_values {
+            return values.get(row).cloned();
+        }
+        let value = self.value.as_ref()?.as_binary::<i32>();
+        (!value.is_null(row)).then(|| value.value(row).to_vec())
+    }
+
+    fn partition(&self, row: usize) -> Option<i32> {
+        let partition = self
+            .partition
+            .as_ref()?
+            .as_primitive::<arrow::datatypes::Int32Type>();
+        (!partition.is_null(row)).then(|| partition.value(row))
+    }
+
+    fn timestamp(&self, row: usize) -> Option<i64> {
+        let timestamp = self
+            .timestamp
+            .as_ref()?
+            .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+        (!timestamp.is_null(row) && timestamp.value(row) >= 0).then(|| timestamp.value(row))
+    }
+}

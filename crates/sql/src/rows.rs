@@ -1,0 +1,359 @@
+//! Turning records into Arrow rows of a topic table: from Kafka batches (the hot log, and raw
+//! batches of cold objects) and from cold Parquet rows.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayBuilder, ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int64Builder, ListArray,
+    RecordBatch, StringArray, StringBuilder, StructArray, TimestampMillisecondArray,
+    TimestampMillisecondBuilder,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use records::{BatchHeader, Compression, TimestampType};
+
+use crate::format::{self, ERROR_COLUMN, ValueFormat};
+
+pub const PARTITION: &str = "_partition";
+pub const OFFSET: &str = "_offset";
+pub const TIMESTAMP: &str = "_timestamp";
+pub const KEY: &str = "_key";
+pub const KEY_TEXT: &str = "_key_text";
+pub const HEADERS: &str = "_headers";
+pub const VALUE: &str = "_value";
+
+/// Rows per record batch handed to DataFusion.
+pub const BATCH_ROWS: usize = 8192;
+
+/// The largest a compressed batch may decompress to while scanning.
+const DECOMPRESS_LIMIT: usize = 256 << 20;
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Binary, true),
+    ])
+}
+
+fn headers_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(header_fields()),
+        true,
+    )))
+}
+
+/// The table schema of a topic: its own columns, then the value's decoded columns and
+/// `_error` when the format decodes.
+pub fn table_schema(format: &ValueFormat) -> SchemaRef {
+    let mut fields = vec![
+        Field::new(PARTITION, DataType::Int32, false),
+        Field::new(OFFSET, DataType::Int64, false),
+        Field::new(TIMESTAMP, timestamp_type(), false),
+        Field::new(KEY, DataType::Binary, true),
+        Field::new(KEY_TEXT, DataType::Utf8, true),
+        Field::new(HEADERS, headers_type(), true),
+        Field::new(VALUE, DataType::Binary, true),
+    ];
+    if format.decodes() {
+        fields.extend(format.fields().iter().map(|field| field.as_ref().clone()));
+        fields.push(Field::new(ERROR_COLUMN, DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Offsets and timestamps a scan keeps: `[low, high)` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranges {
+    pub offsets: (i64, i64),
+    pub timestamps: (i64, i64),
+}
+
+impl Default for Ranges {
+    fn default() -> Self {
+        Ranges {
+            offsets: (i64::MIN, i64::MAX),
+            timestamps: (i64::MIN, i64::MAX),
+        }
+    }
+}
+
+impl Ranges {
+    pub fn keeps(&self, offset: i64, timestamp: i64) -> bool {
+        offset >= self.offsets.0
+            && offset < self.offsets.1
+            && timestamp >= self.timestamps.0
+            && timestamp < self.timestamps.1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.0 >= self.offsets.1 || self.timestamps.0 >= self.timestamps.1
+    }
+}
+
+/// Collects rows of one partition and turns them into record batches of the projected columns.
+pub struct RowsBuilder {
+    partition: i32,
+    format: Arc<ValueFormat>,
+    /// The table schema and the projected columns' indexes in it.
+    table: SchemaRef,
+    projection: Vec<usize>,
+    output: SchemaRef,
+    offsets: Int64Builder,
+    timestamps: TimestampMillisecondBuilder,
+    keys: BinaryBuilder,
+    values: BinaryBuilder,
+    header_keys: StringBuilder,
+    header_values: BinaryBuilder,
+    header_offsets: Vec<i32>,
+    /// Whether keys, values, headers are needed at all.
+    need_key: bool,
+    need_value: bool,
+    need_headers: bool,
+    rows: usize,
+    scratch: Vec<u8>,
+}
+
+impl RowsBuilder {
+    pub fn new(
+        partition: i32,
+        format: Arc<ValueFormat>,
+        table: SchemaRef,
+        projection: Vec<usize>,
+    ) -> RowsBuilder {
+        let output = Arc::new(
+            table
+                .project(&projection)
+                .expect("projection within the table"),
+        );
+        let named = |name: &str| output.fields().iter().any(|field| field.name() == name);
+        let need_value =
+            named(VALUE) || (format.decodes() && projection.iter().any(|&index| index > 6));
+        RowsBuilder {
+            need_key: named(KEY) || named(KEY_TEXT),
+            need_value,
+            need_headers: named(HEADERS),
+            partition,
+            format,
+            table,
+            projection,
+            output,
+            offsets: Int64Builder::with_capacity(BATCH_ROWS),
+            timestamps: TimestampMillisecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
+            keys: BinaryBuilder::new(),
+            values: BinaryBuilder::new(),
+            header_keys: StringBuilder::new(),
+            header_values: BinaryBuilder::new(),
+            header_offsets: vec![0],
+            rows: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.output)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Adds the kept records of one stored Kafka batch; returns how many rows it added.
+    pub fn add_batch(&mut self, batch: &[u8], ranges: &Ranges) -> Result<usize, ArrowError> {
+        let header = BatchHeader::parse(batch).map_err(external)?;
+        if header.last_offset() < ranges.offsets.0
+            || header.base_offset >= ranges.offsets.1
+            || header.max_timestamp < ranges.timestamps.0
+            || header.is_control()
+        {
+            return Ok(0);
+        }
+        let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+        let compression = header.compression().map_err(external)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let iter = if compression == Compression::None {
+            records::records(batch).map_err(external)?
+        } else {
+            let section = &batch[records::BATCH_HEADER_LEN..header.total_len()];
+            records::codecs::decompress_into(compression, section, DECOMPRESS_LIMIT, &mut scratch)
+                .map_err(external)?;
+            records::records_in_section(&scratch, header.record_count)
+        };
+        let before = self.rows;
+        for record in iter {
+            let record = record.map_err(external)?;
+            let offset = header.base_offset + record.offset_delta as i64;
+            let timestamp = if log_append_time {
+                header.max_timestamp
+            } else {
+                header.base_timestamp + record.timestamp_delta
+            };
+            if !ranges.keeps(offset, timestamp) {
+                continue;
+            }
+            self.offsets.append_value(offset);
+            self.timestamps.append_value(timestamp);
+            if self.need_key {
+                self.keys.append_option(record.key);
+            }
+            if self.need_value {
+                self.values.append_option(record.value);
+            }
+            if self.need_headers {
+                for header in record.headers() {
+                    self.header_keys
+                        .append_option(std::str::from_utf8(header.key).ok());
+                    self.header_values.append_option(header.value);
+                }
+                self.header_offsets.push(self.header_keys.len() as i32);
+            }
+            self.rows += 1;
+        }
+        self.scratch = scratch;
+        Ok(self.rows - before)
+    }
+
+    /// Adds rows read from a cold Parquet object (columns `offset`, `timestamp`, `key`, `value`,
+    /// `headers` as `tier::convert` writes them, already cast to Binary), keeping those in range.
+    pub fn add_cold_rows(
+        &mut self,
+        offsets: &arrow::array::Int64Array,
+        timestamps: &TimestampMillisecondArray,
+        keys: Option<&BinaryArray>,
+        values: Option<&BinaryArray>,
+        headers: Option<&ListArray>,
+        ranges: &Ranges,
+    ) -> usize {
+        let before = self.rows;
+        for row in 0..offsets.len() {
+            let (offset, timestamp) = (offsets.value(row), timestamps.value(row));
+            if !ranges.keeps(offset, timestamp) {
+                continue;
+            }
+            self.offsets.append_value(offset);
+            self.timestamps.append_value(timestamp);
+            if self.need_key {
+                let keys = keys.expect("keys are read when needed");
+                self.keys
+                    .append_option((!keys.is_null(row)).then(|| keys.value(row)));
+            }
+            if self.need_value {
+                let values = values.expect("values are read when needed");
+                self.values
+                    .append_option((!values.is_null(row)).then(|| values.value(row)));
+            }
+            if self.need_headers {
+                let headers = headers.expect("headers are read when needed");
+                let entries = headers.value(row);
+                let entries = entries
+                    .as_any()
+                    .downcast_ref::<StructArray>()
+                    .expect("headers are structs");
+                let header_keys = entries.column(0).as_any().downcast_ref::<BinaryArray>();
+                let header_values = entries.column(1).as_any().downcast_ref::<BinaryArray>();
+                if let (Some(header_keys), Some(header_values)) = (header_keys, header_values) {
+                    for at in 0..entries.len() {
+                        self.header_keys
+                            .append_option(std::str::from_utf8(header_keys.value(at)).ok());
+                        self.header_values.append_option(
+                            (!header_values.is_null(at)).then(|| header_values.value(at)),
+                        );
+                    }
+                }
+                self.header_offsets.push(self.header_keys.len() as i32);
+            }
+            self.rows += 1;
+        }
+        self.rows - before
+    }
+
+    /// The rows collected so far as a record batch of the projected columns; the builder starts
+    /// over.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let rows = self.rows;
+        self.rows = 0;
+        let offsets: ArrayRef = Arc::new(self.offsets.finish());
+        let timestamps: ArrayRef = Arc::new(self.timestamps.finish());
+        let keys = self.need_key.then(|| self.keys.finish());
+        let values = self.need_value.then(|| self.values.finish());
+        let headers = if self.need_headers {
+            let offsets = std::mem::replace(&mut self.header_offsets, vec![0]);
+            let entries = StructArray::new(
+                header_fields(),
+                vec![
+                    Arc::new(self.header_keys.finish()) as ArrayRef,
+                    Arc::new(self.header_values.finish()),
+                ],
+                None,
+            );
+            Some(Arc::new(ListArray::new(
+                Arc::new(Field::new("item", DataType::Struct(header_fields()), true)),
+                OffsetBuffer::new(offsets.into()),
+                Arc::new(entries),
+                None,
+            )) as ArrayRef)
+        } else {
+            None
+        };
+        let decoded = match &values {
+            Some(values)
+                if self.format.decodes() && self.projection.iter().any(|&index| index > 6) =>
+            {
+                Some(format::decode(&self.format, values)?)
+            }
+            _ => None,
+        };
+        let value_fields = self.format.fields().len();
+        let mut columns = Vec::with_capacity(self.projection.len());
+        for &index in &self.projection {
+            let column: ArrayRef = match index {
+                0 => Arc::new(Int32Array::from_value(self.partition, rows)),
+                1 => Arc::clone(&offsets),
+                2 => Arc::clone(&timestamps),
+                3 => Arc::new(keys.clone().expect("keys are read when projected")),
+                4 => {
+                    let keys = keys.as_ref().expect("keys are read when projected");
+                    Arc::new(text_of(keys))
+                }
+                5 => Arc::clone(headers.as_ref().expect("headers are read when projected")),
+                6 => Arc::new(values.clone().expect("values are read when projected")),
+                index if index < 7 + value_fields => {
+                    let decoded = decoded.as_ref().expect("values are decoded when projected");
+                    Arc::clone(&decoded.columns[index - 7])
+                }
+                _ => {
+                    let decoded = decoded.as_ref().expect("values are decoded when projected");
+                    Arc::clone(&decoded.errors)
+                }
+            };
+            columns.push(column);
+        }
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(Arc::clone(&self.output), columns, &options)
+    }
+
+    /// The table schema this builder serves.
+    pub fn table(&self) -> &SchemaRef {
+        &self.table
+    }
+}
+
+/// The UTF-8 text of each key, NULL where it is not UTF-8.
+fn text_of(keys: &BinaryArray) -> StringArray {
+    keys.iter()
+        .map(|key| key.and_then(|key| std::str::from_utf8(key).ok()))
+        .collect()
+}
+
+fn external(error: impl std::error::Error + Send + Sync + 'static) -> ArrowError {
+    ArrowError::ExternalError(Box::new(error))
+}

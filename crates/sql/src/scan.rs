@@ -1,0 +1,660 @@
+//! The scan of a topic table: one DataFusion partition per topic partition, each reading its
+//! cold Parquet objects (pruned by the manifest, then by row-group statistics) and then its hot
+//! log, from a high watermark fixed when the query was planned.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, BinaryArray, Int64Array, ListArray, RecordBatch, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
+use bytes::Bytes;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::statistics::Statistics;
+use tier::ObjectEntry;
+
+use crate::format::ValueFormat;
+use crate::rows::{BATCH_ROWS, Ranges, RowsBuilder};
+
+/// Bytes of hot log read at a time.
+const HOT_READ_BYTES: usize = 4 << 20;
+
+/// What one topic partition's scan reads, fixed at planning.
+#[derive(Clone)]
+pub struct PartitionPlan {
+    pub partition: Arc<broker::partition::Partition>,
+    /// Nothing at or above it is read: the high watermark when the query was planned.
+    pub high_watermark: i64,
+    /// The cold objects that can hold matching rows, in offset order.
+    pub cold: Vec<ObjectEntry>,
+    /// Objects the manifest had, before pruning.
+    pub cold_total: usize,
+    /// Where the hot log takes over from the cold tier.
+    pub hot_start: i64,
+}
+
+#[derive(Debug)]
+struct ScanMetrics {
+    row_groups_read: Count,
+    row_groups_pruned: Count,
+    cold_bytes: Count,
+    hot_bytes: Count,
+    rows: Count,
+}
+
+impl ScanMetrics {
+    fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> ScanMetrics {
+        let counter = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
+        ScanMetrics {
+            row_groups_read: counter("row_groups_read"),
+            row_groups_pruned: counter("row_groups_pruned"),
+            cold_bytes: counter("cold_bytes_read"),
+            hot_bytes: counter("hot_bytes_read"),
+            rows: counter("rows_kept"),
+        }
+    }
+}
+
+pub struct TopicScanExec {
+    pub topic: String,
+    pub format: Arc<ValueFormat>,
+    pub table: SchemaRef,
+    pub projection: Vec<usize>,
+    pub ranges: Ranges,
+    pub partitions: Vec<PartitionPlan>,
+    /// Latest-N: only the newest `n` kept rows of each partition are needed.
+    pub tail: Option<usize>,
+    /// Rows per partition at most.
+    pub limit: Option<usize>,
+    pub store: Option<tier::TierStore>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl fmt::Debug for TopicScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicScanExec")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl TopicScanExec {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topic: String,
+        format: Arc<ValueFormat>,
+        table: SchemaRef,
+        projection: Vec<usize>,
+        ranges: Ranges,
+        partitions: Vec<PartitionPlan>,
+        limit: Option<usize>,
+        store: Option<tier::TierStore>,
+    ) -> TopicScanExec {
+        let schema = Arc::new(
+            table
+                .project(&projection)
+                .expect("projection within the table"),
+        );
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        TopicScanExec {
+            topic,
+            format,
+            table,
+            projection,
+            ranges,
+            partitions,
+            tail: None,
+            limit,
+            store,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The same scan reading only each partition's newest `n` kept rows.
+    pub fn with_tail(&self, n: usize) -> TopicScanExec {
+        let mut scan = TopicScanExec::new(
+            self.topic.clone(),
+            Arc::clone(&self.format),
+            Arc::clone(&self.table),
+            self.projection.clone(),
+            self.ranges,
+            self.partitions.clone(),
+            self.limit,
+            self.store.clone(),
+        );
+        scan.tail = Some(n);
+        scan
+    }
+
+    pub fn output_schema(&self) -> SchemaRef {
+        Arc::new(
+            self.table
+                .project(&self.projection)
+                .expect("projection within the table"),
+        )
+    }
+}
+
+fn show_range(f: &mut fmt::Formatter<'_>, name: &str, (low, high): (i64, i64)) -> fmt::Result {
+    if low == i64::MIN && high == i64::MAX {
+        return Ok(());
+    }
+    let low = if low == i64::MIN {
+        "-inf".to_string()
+    } else {
+        low.to_string()
+    };
+    let high = if high == i64::MAX {
+        "+inf".to_string()
+    } else {
+        high.to_string()
+    };
+    write!(f, ", {name}=[{low}, {high})")
+}
+
+impl DisplayAs for TopicScanExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let partitions: Vec<String> = self
+            .partitions
+            .iter()
+            .map(|plan| plan.partition.index.to_string())
+            .collect();
+        write!(
+            f,
+            "TopicScanExec: topic={}, partitions=[{}]",
+            self.topic,
+            partitions.join(",")
+        )?;
+        show_range(f, "offsets", self.ranges.offsets)?;
+        show_range(f, "timestamps", self.ranges.timestamps)?;
+        let cold: usize = self.partitions.iter().map(|plan| plan.cold.len()).sum();
+        let cold_total: usize = self.partitions.iter().map(|plan| plan.cold_total).sum();
+        let hot: Vec<String> = self
+            .partitions
+            .iter()
+            .map(|plan| format!("{}..{}", plan.hot_start, plan.high_watermark))
+            .collect();
+        write!(
+            f,
+            ", cold_objects={cold}/{cold_total}, hot=[{}]",
+            hot.join(",")
+        )?;
+        if let Some(n) = self.tail {
+            write!(f, ", tail={n}")?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for TopicScanExec {
+    fn name(&self) -> &str {
+        "TopicScanExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = self.output_schema();
+        let Some(plan) = self.partitions.get(partition).cloned() else {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
+        };
+        let job = PartitionScan {
+            plan,
+            builder: RowsBuilder::new(
+                self.partitions[partition].partition.index,
+                Arc::clone(&self.format),
+                Arc::clone(&self.table),
+                self.projection.clone(),
+            ),
+            ranges: self.ranges,
+            tail: self.tail,
+            limit: self.limit,
+            store: self.store.clone(),
+            metrics: ScanMetrics::new(&self.metrics, partition),
+            emitted: 0,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        tokio::task::spawn_blocking(move || job.run(sender));
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Why a scan stopped early.
+enum Stop {
+    /// The query no longer wants rows (cancelled, or the limit is reached).
+    Done,
+    Failed(DataFusionError),
+}
+
+impl From<DataFusionError> for Stop {
+    fn from(error: DataFusionError) -> Stop {
+        Stop::Failed(error)
+    }
+}
+
+impl From<arrow::error::ArrowError> for Stop {
+    fn from(error: arrow::error::ArrowError) -> Stop {
+        Stop::Failed(error.into())
+    }
+}
+
+struct PartitionScan {
+    plan: PartitionPlan,
+    builder: RowsBuilder,
+    ranges: Ranges,
+    tail: Option<usize>,
+    limit: Option<usize>,
+    store: Option<tier::TierStore>,
+    metrics: ScanMetrics,
+    emitted: usize,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PartitionScan {
+    fn run(mut self, sender: tokio::sync::mpsc::Sender<Result<RecordBatch>>) {
+        let result = match self.tail {
+            None => {
+                let (low, high) = self.ranges.offsets;
+                self.read_range(low, high, &sender)
+            }
+            Some(n) => self.read_tail(n, &sender),
+        };
+        let result = result.and_then(|()| self.flush(&sender, true));
+        if let Err(Stop::Failed(error)) = result {
+            let _ = sender.blocking_send(Err(error));
+        }
+    }
+
+    /// Newest first, in windows that double until `n` rows are kept or the range is done.
+    fn read_tail(
+        &mut self,
+        n: usize,
+        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<(), Stop> {
+        let low = self
+            .ranges
+            .offsets
+            .0
+            .max(self.plan.partition.log_start_offset());
+        let mut end = self.ranges.offsets.1.min(self.plan.high_watermark);
+        let mut step = (n as i64).max(256);
+        let mut kept = 0;
+        while end > low && kept < n {
+            let start = end.saturating_sub(step).max(low);
+            let before = self.emitted + self.builder.len();
+            self.read_range(start, end, sender)?;
+            kept += self.emitted + self.builder.len() - before;
+            end = start;
+            step = step.saturating_mul(2);
+        }
+        Ok(())
+    }
+
+    /// Every kept row with an offset in `[low, high)`: cold objects first, then the hot log.
+    fn read_range(
+        &mut self,
+        low: i64,
+        high: i64,
+        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<(), Stop> {
+        let high = high.min(self.plan.high_watermark);
+        if low >= high {
+            return Ok(());
+        }
+        let range = Ranges {
+            offsets: (
+                low.max(self.ranges.offsets.0),
+                high.min(self.ranges.offsets.1),
+            ),
+            timestamps: self.ranges.timestamps,
+        };
+        for entry in self.plan.cold.clone() {
+            if entry.next_offset() <= range.offsets.0 || entry.base_offset() >= range.offsets.1 {
+                continue;
+            }
+            self.read_cold(&entry, &range, sender)?;
+        }
+        let mut offset = range.offsets.0.max(self.plan.hot_start);
+        while offset < range.offsets.1 {
+            // Uploads go on while the query runs: what left local disk since planning is in
+            // objects the plan does not know yet.
+            if offset < self.plan.partition.local_start_offset() {
+                let moved: Vec<ObjectEntry> = self
+                    .plan
+                    .partition
+                    .cold_manifest()
+                    .map(|manifest| {
+                        manifest
+                            .objects
+                            .iter()
+                            .filter(|object| {
+                                object.next_offset() > offset
+                                    && object.base_offset() < range.offsets.1
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let Some(last) = moved.last().map(ObjectEntry::next_offset) else {
+                    break;
+                };
+                let moved_range = Ranges {
+                    offsets: (offset, range.offsets.1),
+                    timestamps: range.timestamps,
+                };
+                for entry in &moved {
+                    self.read_cold(entry, &moved_range, sender)?;
+                }
+                offset = last;
+                continue;
+            }
+            let read = self
+                .plan
+                .partition
+                .read(offset, HOT_READ_BYTES)
+                .map_err(|error| DataFusionError::External(Box::new(error)))?;
+            if read.records.is_empty() {
+                break;
+            }
+            self.metrics.hot_bytes.add(read.records.len());
+            let mut next = offset;
+            for batch in records::stored_batches(&read.records) {
+                let (header, bytes) =
+                    batch.map_err(|error| DataFusionError::External(Box::new(error)))?;
+                if header.base_offset >= range.offsets.1 {
+                    next = range.offsets.1;
+                    break;
+                }
+                let added = self.builder.add_batch(&read.records[bytes], &range)?;
+                self.metrics.rows.add(added);
+                next = header.last_offset() + 1;
+                self.flush(sender, false)?;
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
+        Ok(())
+    }
+
+    fn read_cold(
+        &mut self,
+        entry: &ObjectEntry,
+        range: &Ranges,
+        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<(), Stop> {
+        let store = self.store.as_ref().ok_or_else(|| {
+            DataFusionError::Execution(format!(
+                "{} is in the cold tier, which is not configured",
+                entry.key
+            ))
+        })?;
+        let bytes: Bytes = self
+            .runtime
+            .block_on(store.get(&entry.key))
+            .map_err(|error| {
+                DataFusionError::Execution(format!("reading cold object {}: {error}", entry.key))
+            })?;
+        self.metrics.cold_bytes.add(bytes.len());
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|error| {
+            DataFusionError::Execution(format!("cold object {}: {error}", entry.key))
+        })?;
+        // Row groups whose offsets or timestamps cannot match are skipped.
+        let metadata = builder.metadata().clone();
+        let columns = metadata.file_metadata().schema_descr();
+        let column_index = |name: &str| {
+            columns
+                .columns()
+                .iter()
+                .position(|column| column.path().string() == name)
+        };
+        let (offset_column, timestamp_column) = (column_index("offset"), column_index("timestamp"));
+        let mut row_groups = Vec::new();
+        for (index, group) in metadata.row_groups().iter().enumerate() {
+            let bounds =
+                |column: Option<usize>| match column.and_then(|c| group.column(c).statistics()) {
+                    Some(Statistics::Int64(stats)) => {
+                        stats.min_opt().copied().zip(stats.max_opt().copied())
+                    }
+                    _ => None,
+                };
+            let offsets_match = bounds(offset_column)
+                .is_none_or(|(min, max)| max >= range.offsets.0 && min < range.offsets.1);
+            let times_match = bounds(timestamp_column)
+                .is_none_or(|(min, max)| max >= range.timestamps.0 && min < range.timestamps.1);
+            // Raw batches (kept verbatim) hold records the statistics do not see row by row.
+            if offsets_match && times_match {
+                row_groups.push(index);
+                self.metrics.row_groups_read.add(1);
+            } else {
+                self.metrics.row_groups_pruned.add(1);
+            }
+        }
+        if row_groups.is_empty() {
+            return Ok(());
+        }
+        let arrow_schema = builder.schema().clone();
+        let wanted = [
+            "offset",
+            "timestamp",
+            "key",
+            "value",
+            "headers",
+            "raw_batch",
+        ];
+        let roots: Vec<usize> = wanted
+            .iter()
+            .filter_map(|name| arrow_schema.index_of(name).ok())
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder
+            .with_row_groups(row_groups)
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|error| {
+                DataFusionError::Execution(format!("cold object {}: {error}", entry.key))
+            })?;
+        for batch in reader {
+            let batch = batch?;
+            self.add_cold_batch(&batch, range)?;
+            self.flush(sender, false)?;
+        }
+        Ok(())
+    }
+
+    fn add_cold_batch(&mut self, batch: &RecordBatch, range: &Ranges) -> Result<(), Stop> {
+        let column = |name: &str| batch.column_by_name(name).cloned();
+        let offsets = column("offset")
+            .ok_or_else(|| DataFusionError::Execution("cold object without offsets".into()))?;
+        let offsets: &Int64Array = offsets.as_primitive();
+        let timestamps = column("timestamp")
+            .ok_or_else(|| DataFusionError::Execution("cold object without timestamps".into()))?;
+        let timestamps: &TimestampMillisecondArray = timestamps.as_primitive();
+        let binary = |name: &str| -> Result<Option<BinaryArray>, Stop> {
+            match column(name) {
+                Some(array) => Ok(Some(
+                    arrow::compute::cast(&array, &DataType::Binary)?
+                        .as_binary::<i32>()
+                        .clone(),
+                )),
+                None => Ok(None),
+            }
+        };
+        let keys = binary("key")?;
+        let values = binary("value")?;
+        let headers = match column("headers") {
+            Some(array) => {
+                let fields = Fields::from(vec![
+                    Field::new("key", DataType::Binary, false),
+                    Field::new("value", DataType::Binary, true),
+                ]);
+                let target = DataType::List(Arc::new(Field::new(
+                    "element",
+                    DataType::Struct(fields),
+                    false,
+                )));
+                Some(
+                    arrow::compute::cast(&array, &target)?
+                        .as_list::<i32>()
+                        .clone(),
+                )
+            }
+            None => None,
+        };
+        let raw = binary("raw_batch")?;
+        let added = match &raw {
+            Some(raw) if raw.null_count() < raw.len() => {
+                // Rows kept verbatim as whole batches: split around them.
+                let mut added = 0;
+                let mut start = 0;
+                for row in 0..raw.len() {
+                    if raw.is_valid(row) {
+                        added += self.add_cold_slice(
+                            offsets, timestamps, &keys, &values, &headers, start, row, range,
+                        );
+                        added += self.builder.add_batch(raw.value(row), range)?;
+                        start = row + 1;
+                    }
+                }
+                added
+                    + self.add_cold_slice(
+                        offsets,
+                        timestamps,
+                        &keys,
+                        &values,
+                        &headers,
+                        start,
+                        raw.len(),
+                        range,
+                    )
+            }
+            _ => self.add_cold_slice(
+                offsets,
+                timestamps,
+                &keys,
+                &values,
+                &headers,
+                0,
+                offsets.len(),
+                range,
+            ),
+        };
+        self.metrics.rows.add(added);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_cold_slice(
+        &mut self,
+        offsets: &Int64Array,
+        timestamps: &TimestampMillisecondArray,
+        keys: &Option<BinaryArray>,
+        values: &Option<BinaryArray>,
+        headers: &Option<ListArray>,
+        start: usize,
+        end: usize,
+        range: &Ranges,
+    ) -> usize {
+        if start >= end {
+            return 0;
+        }
+        let length = end - start;
+        let slice_binary =
+            |array: &Option<BinaryArray>| array.as_ref().map(|array| array.slice(start, length));
+        let keys = slice_binary(keys);
+        let values = slice_binary(values);
+        let headers = headers.as_ref().map(|array| array.slice(start, length));
+        self.builder.add_cold_rows(
+            &offsets.slice(start, length),
+            &timestamps.slice(start, length),
+            keys.as_ref(),
+            values.as_ref(),
+            headers.as_ref(),
+            range,
+        )
+    }
+
+    /// Hands a record batch on once enough rows are collected (or at the end).
+    fn flush(
+        &mut self,
+        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+        last: bool,
+    ) -> Result<(), Stop> {
+        if self.builder.is_empty() || (!last && self.builder.len() < BATCH_ROWS) {
+            return Ok(());
+        }
+        let mut batch = self.builder.finish()?;
+        if let Some(limit) = self.limit {
+            let left = limit.saturating_sub(self.emitted);
+            if batch.num_rows() > left {
+                batch = batch.slice(0, left);
+            }
+        }
+        self.emitted += batch.num_rows();
+        if batch.num_rows() > 0 && sender.blocking_send(Ok(batch)).is_err() {
+            return Err(Stop::Done);
+        }
+        if self.limit.is_some_and(|limit| self.emitted >= limit) {
+            return Err(Stop::Done);
+        }
+        Ok(())
+    }
+}
