@@ -281,7 +281,7 @@ impl Tiering {
         let config = topic.config();
         let uploaded_end = manifest.next_offset().unwrap_or(i64::MIN);
         let segments = partition.sealed_segments();
-        let cut = local_cut(
+        let hot_window = local_cut(
             &segments,
             partition.local_bytes(),
             uploaded_end,
@@ -289,6 +289,17 @@ impl Tiering {
             config.local_retention_bytes(),
             now_ms(),
         );
+        // What retention deleted from the cold tier is gone from the log: local copies of it go
+        // too, so the log start moves.
+        let expired_below = manifest.start_offset().unwrap_or(uploaded_end);
+        let expired = segments
+            .iter()
+            .take_while(|segment| {
+                segment.next_offset <= expired_below && segment.next_offset <= uploaded_end
+            })
+            .last()
+            .map(|segment| segment.next_offset);
+        let cut = hot_window.max(expired);
         if let Some(offset) = cut {
             let deleted = partition.delete_segments_below(offset)?;
             self.metrics
@@ -313,7 +324,15 @@ impl Tiering {
             return Ok(manifest);
         }
         let cutoff = now_ms().saturating_sub(retention_ms);
-        let mut total = manifest.log_bytes() + partition.local_bytes();
+        // The whole log once: the cold objects, plus what is only on local disk.
+        let uploaded_end = manifest.next_offset().unwrap_or(i64::MIN);
+        let local_copies: u64 = partition
+            .sealed_segments()
+            .iter()
+            .filter(|segment| segment.next_offset <= uploaded_end)
+            .map(|segment| segment.size)
+            .sum();
+        let mut total = manifest.log_bytes() + partition.local_bytes().saturating_sub(local_copies);
         let mut count = 0;
         for object in &manifest.objects {
             let expired = retention_ms >= 0 && object.stats.max_timestamp < cutoff;
@@ -388,6 +407,16 @@ impl Tiering {
                 ),
             )
         })?;
+        let log_start_offset = partition.log_start_offset();
+        if offset < log_start_offset {
+            return Err(KafkaError::new(
+                ResponseError::OffsetOutOfRange,
+                format!(
+                    "offset {offset} is below the log start {log_start_offset} of {}-{}",
+                    partition.topic, partition.index
+                ),
+            ));
+        }
         let Some(entry) = manifest.find(offset) else {
             // Past the cold tier: the local log serves it.
             return partition.read(offset, max_bytes).map(ColdRead::Ready);

@@ -46,6 +46,10 @@ pub struct Manifest {
     /// same name does not inherit the old one's objects.
     #[serde(default)]
     pub topic_id: String,
+    /// The first offset not uploaded yet. It stays when retention deletes objects, so what was
+    /// uploaded and then expired is never uploaded again.
+    #[serde(default)]
+    pub end_offset: i64,
     /// Sorted by offset, not overlapping.
     pub objects: Vec<ObjectEntry>,
 }
@@ -56,9 +60,13 @@ impl Manifest {
         self.objects.first().map(ObjectEntry::base_offset)
     }
 
-    /// The first offset after everything held in the cold tier.
+    /// The first offset after everything uploaded to the cold tier (some of which retention
+    /// may have deleted since); `None` if nothing ever was.
     pub fn next_offset(&self) -> Option<i64> {
-        self.objects.last().map(ObjectEntry::next_offset)
+        match self.objects.last() {
+            Some(last) => Some(last.next_offset().max(self.end_offset)),
+            None => (self.end_offset > 0).then_some(self.end_offset),
+        }
     }
 
     /// The object holding `offset`, or after a gap the next object; `None` past the end.
@@ -108,6 +116,9 @@ impl Manifest {
         Manifest {
             version: self.version + 1,
             topic_id: self.topic_id.clone(),
+            end_offset: objects
+                .last()
+                .map_or(self.end_offset, ObjectEntry::next_offset),
             objects,
         }
     }
@@ -117,6 +128,7 @@ impl Manifest {
         Manifest {
             version: self.version + 1,
             topic_id: self.topic_id.clone(),
+            end_offset: self.next_offset().unwrap_or(self.end_offset),
             objects: self.objects[count.min(self.objects.len())..].to_vec(),
         }
     }
@@ -278,6 +290,13 @@ mod tests {
             (Some(0), Some(30))
         );
         assert_eq!(manifest.without_first(1).start_offset(), Some(20));
+        // Deleting every object keeps where uploads stopped.
+        let emptied = manifest.without_first(2);
+        assert_eq!(
+            (emptied.start_offset(), emptied.next_offset()),
+            (None, Some(30))
+        );
+        assert!(emptied.find(29).is_none());
         assert_eq!(manifest.version, 2);
     }
 
