@@ -68,7 +68,12 @@ pub struct Tiering {
     deleted: parking_lot::Mutex<Vec<(String, i32)>>,
     /// Sealed segments waiting for upload, per partition.
     pending: parking_lot::Mutex<std::collections::HashMap<(String, i32), usize>>,
+    value_columns: parking_lot::RwLock<Option<Arc<ValueColumnsFor>>>,
 }
+
+/// Gives the typed value columns to write for a topic (the SQL layer knows value formats).
+pub type ValueColumnsFor =
+    dyn Fn(&Topic) -> Option<Arc<dyn tier::convert::ValueColumns>> + Send + Sync;
 
 /// A cold read: served from the cache, or waiting for an object to load.
 pub enum ColdRead {
@@ -87,7 +92,13 @@ impl Tiering {
             metrics: TierMetrics::default(),
             deleted: parking_lot::Mutex::new(Vec::new()),
             pending: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            value_columns: parking_lot::RwLock::new(None),
         })
+    }
+
+    /// Lets uploads write typed value columns (see `tier::convert::ValueColumns`).
+    pub fn set_value_columns(&self, columns_for: Arc<ValueColumnsFor>) {
+        *self.value_columns.write() = Some(columns_for);
     }
 
     fn store(&self) -> &tier::TierStore {
@@ -244,18 +255,19 @@ impl Tiering {
             if log_bytes.is_empty() {
                 return Ok(manifest);
             }
-            let (next, entry) = tier::upload::upload(
-                self.store(),
-                &prefix,
-                &manifest,
-                log_bytes,
-                self.config.convert.clone(),
-            )
-            .await
-            .map_err(|error| {
-                self.metrics.upload_errors.fetch_add(1, Ordering::Relaxed);
-                KafkaError::storage(error.to_string())
-            })?;
+            let mut convert = self.config.convert.clone();
+            convert.value_columns = self
+                .value_columns
+                .read()
+                .as_ref()
+                .and_then(|columns_for| columns_for(topic));
+            let (next, entry) =
+                tier::upload::upload(self.store(), &prefix, &manifest, log_bytes, convert)
+                    .await
+                    .map_err(|error| {
+                        self.metrics.upload_errors.fetch_add(1, Ordering::Relaxed);
+                        KafkaError::storage(error.to_string())
+                    })?;
             self.metrics
                 .uploaded_objects
                 .fetch_add(1, Ordering::Relaxed);

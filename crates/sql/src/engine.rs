@@ -73,6 +73,16 @@ impl Engine {
             .build()
             .map_err(|error| DataFusionError::External(Box::new(error)))?;
         let topics = Arc::new(TopicSchema::new(Arc::clone(&broker)));
+        if let Some(tiering) = &broker.tiering {
+            // Cold files of topics whose values have a schema carry typed columns.
+            let weak = Arc::downgrade(&topics);
+            tiering.set_value_columns(Arc::new(move |topic| {
+                let topics = weak.upgrade()?;
+                let format = topics.value_format(topic).ok()?;
+                crate::format::TypedValues::of(format)
+                    .map(|typed| Arc::new(typed) as Arc<dyn tier::convert::ValueColumns>)
+            }));
+        }
         let session = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)

@@ -356,3 +356,69 @@ mod tests {
         assert_eq!(schema.field(1).data_type(), &DataType::Float64);
     }
 }
+
+/// A topic's value format as typed columns in its cold Parquet files.
+#[derive(Debug)]
+pub struct TypedValues {
+    format: ValueFormat,
+}
+
+impl TypedValues {
+    /// `None` for raw values: nothing to type.
+    pub fn of(format: ValueFormat) -> Option<TypedValues> {
+        format.decodes().then_some(TypedValues { format })
+    }
+
+    /// The name files carry for `format`'s columns.
+    pub fn describe_format(format: &ValueFormat) -> Option<String> {
+        let kind = match format {
+            ValueFormat::Raw => return None,
+            ValueFormat::Json { .. } => "json",
+            ValueFormat::Csv { .. } => "csv",
+        };
+        let fields: Vec<String> = format
+            .fields()
+            .iter()
+            .map(|field| format!("{} {}", field.name(), field.data_type()))
+            .collect();
+        Some(format!("{kind}: {}", fields.join(", ")))
+    }
+}
+
+impl tier::convert::ValueColumns for TypedValues {
+    fn fields(&self) -> arrow::datatypes::Fields {
+        self.format.fields().into()
+    }
+
+    fn describe(&self) -> String {
+        TypedValues::describe_format(&self.format).unwrap_or_default()
+    }
+
+    fn decode(
+        &self,
+        values: &arrow::array::BinaryViewArray,
+    ) -> Result<(arrow::array::StructArray, ArrayRef), String> {
+        let values =
+            arrow::compute::cast(values, &DataType::Binary).map_err(|error| error.to_string())?;
+        let values = values
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .expect("cast to binary");
+        // Never strict here: a value that does not decode keeps its bytes, with NULL fields.
+        let lenient = match &self.format {
+            ValueFormat::Json { schema, .. } => ValueFormat::Json {
+                schema: schema.clone(),
+                strict: false,
+            },
+            ValueFormat::Csv { schema, .. } => ValueFormat::Csv {
+                schema: schema.clone(),
+                strict: false,
+            },
+            ValueFormat::Raw => ValueFormat::Raw,
+        };
+        let decoded = decode(&lenient, values).map_err(|error| error.to_string())?;
+        let fields = arrow::array::StructArray::try_new(self.fields(), decoded.columns, None)
+            .map_err(|error| error.to_string())?;
+        Ok((fields, decoded.errors))
+    }
+}

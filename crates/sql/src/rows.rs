@@ -341,6 +341,65 @@ impl RowsBuilder {
         RecordBatch::try_new_with_options(Arc::clone(&self.output), columns, &options)
     }
 
+    /// Whether the projection has decoded value columns or `_error`.
+    pub fn needs_decoded(&self) -> bool {
+        self.format.decodes() && self.projection.iter().any(|&index| index > 6)
+    }
+
+    /// Whether the projection has the raw `_value`.
+    pub fn needs_value_bytes(&self) -> bool {
+        self.projection.contains(&6)
+    }
+
+    /// The projected columns straight from cold rows that carry typed value columns (`fields`,
+    /// `fields_error`), already cut to the kept rows: nothing is parsed.
+    pub fn typed_batch(&self, cold: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let rows = cold.num_rows();
+        let column = |name: &str| {
+            cold.column_by_name(name).cloned().ok_or_else(|| {
+                ArrowError::SchemaError(format!("cold object without column {name}"))
+            })
+        };
+        let binary = |name: &str| -> Result<ArrayRef, ArrowError> {
+            arrow::compute::cast(&column(name)?, &DataType::Binary)
+        };
+        let fields = column(tier::convert::FIELDS_COLUMN)?;
+        let fields = fields
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or_else(|| ArrowError::SchemaError("cold `fields` is not a struct".into()))?;
+        let mut columns = Vec::with_capacity(self.projection.len());
+        for &index in &self.projection {
+            let table_field = self.table.field(index);
+            let array: ArrayRef = match index {
+                0 => Arc::new(Int32Array::from_value(self.partition, rows)),
+                1 => column("offset")?,
+                2 => column("timestamp")?,
+                3 => binary("key")?,
+                4 => {
+                    let keys = binary("key")?;
+                    Arc::new(text_of(
+                        keys.as_any()
+                            .downcast_ref::<BinaryArray>()
+                            .expect("cast to binary"),
+                    ))
+                }
+                5 => arrow::compute::cast(&column("headers")?, &headers_type())?,
+                6 => binary("value")?,
+                _ if table_field.name() == ERROR_COLUMN => {
+                    column(tier::convert::FIELDS_ERROR_COLUMN)?
+                }
+                _ => match fields.column_by_name(table_field.name()) {
+                    Some(array) => arrow::compute::cast(array, table_field.data_type())?,
+                    None => arrow::array::new_null_array(table_field.data_type(), rows),
+                },
+            };
+            columns.push(array);
+        }
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(Arc::clone(&self.output), columns, &options)
+    }
+
     /// The table schema this builder serves.
     pub fn table(&self) -> &SchemaRef {
         &self.table

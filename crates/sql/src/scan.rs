@@ -265,6 +265,7 @@ impl ExecutionPlan for TopicScanExec {
             metrics: ScanMetrics::new(&self.metrics, partition),
             emitted: 0,
             runtime: tokio::runtime::Handle::current(),
+            typed_schema: crate::format::TypedValues::describe_format(&self.format),
         };
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         tokio::task::spawn_blocking(move || job.run(sender));
@@ -304,6 +305,8 @@ struct PartitionScan {
     metrics: ScanMetrics,
     emitted: usize,
     runtime: tokio::runtime::Handle,
+    /// The name cold files carry when their typed value columns match the topic's format.
+    typed_schema: Option<String>,
 }
 
 impl PartitionScan {
@@ -491,14 +494,21 @@ impl PartitionScan {
             return Ok(());
         }
         let arrow_schema = builder.schema().clone();
-        let wanted = [
-            "offset",
-            "timestamp",
-            "key",
-            "value",
-            "headers",
-            "raw_batch",
-        ];
+        // Typed value columns written for the topic's current schema are read as they are.
+        let typed = self.builder.needs_decoded()
+            && entry.value_schema.is_some()
+            && entry.value_schema == self.typed_schema
+            && arrow_schema.index_of(tier::convert::FIELDS_COLUMN).is_ok();
+        let mut wanted = vec!["offset", "timestamp", "key", "headers", "raw_batch"];
+        if !typed || self.builder.needs_value_bytes() {
+            wanted.push("value");
+        }
+        if typed {
+            wanted.extend([
+                tier::convert::FIELDS_COLUMN,
+                tier::convert::FIELDS_ERROR_COLUMN,
+            ]);
+        }
         let roots: Vec<usize> = wanted
             .iter()
             .filter_map(|name| arrow_schema.index_of(name).ok())
@@ -514,10 +524,55 @@ impl PartitionScan {
             })?;
         for batch in reader {
             let batch = batch?;
-            self.add_cold_batch(&batch, range)?;
-            self.flush(sender, false)?;
+            let raw_rows = batch
+                .column_by_name("raw_batch")
+                .is_some_and(|raw| raw.null_count() < raw.len());
+            if typed && !raw_rows {
+                self.add_typed_batch(&batch, range, sender)?;
+            } else {
+                self.add_cold_batch(&batch, range)?;
+                self.flush(sender, false)?;
+            }
         }
         Ok(())
+    }
+
+    /// Cold rows with typed value columns: the kept rows go out as they are, nothing parsed.
+    fn add_typed_batch(
+        &mut self,
+        batch: &RecordBatch,
+        range: &Ranges,
+        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<(), Stop> {
+        let missing =
+            |name: &str| DataFusionError::Execution(format!("cold object without {name}"));
+        let offsets = batch
+            .column_by_name("offset")
+            .ok_or_else(|| missing("offsets"))?;
+        let offsets: &Int64Array = offsets.as_primitive();
+        let timestamps = batch
+            .column_by_name("timestamp")
+            .ok_or_else(|| missing("timestamps"))?;
+        let timestamps: &TimestampMillisecondArray = timestamps.as_primitive();
+        let keep: arrow::array::BooleanArray = offsets
+            .values()
+            .iter()
+            .zip(timestamps.values().iter())
+            .map(|(&offset, &timestamp)| Some(range.keeps(offset, timestamp)))
+            .collect();
+        let kept = if keep.true_count() == batch.num_rows() {
+            batch.clone()
+        } else {
+            arrow::compute::filter_record_batch(batch, &keep)?
+        };
+        if kept.num_rows() == 0 {
+            return Ok(());
+        }
+        self.metrics.rows.add(kept.num_rows());
+        // Rows collected before these go first, to keep offset order.
+        self.flush(sender, true)?;
+        let output = self.builder.typed_batch(&kept)?;
+        self.emit(output, sender)
     }
 
     fn add_cold_batch(&mut self, batch: &RecordBatch, range: &Ranges) -> Result<(), Stop> {
@@ -641,7 +696,16 @@ impl PartitionScan {
         if self.builder.is_empty() || (!last && self.builder.len() < BATCH_ROWS) {
             return Ok(());
         }
-        let mut batch = self.builder.finish()?;
+        let batch = self.builder.finish()?;
+        self.emit(batch, sender)
+    }
+
+    /// Hands one record batch on, cut to the limit.
+    fn emit(
+        &mut self,
+        mut batch: RecordBatch,
+        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<(), Stop> {
         if let Some(limit) = self.limit {
             let left = limit.saturating_sub(self.emitted);
             if batch.num_rows() > left {

@@ -63,8 +63,8 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaDataReader};
@@ -125,9 +125,29 @@ pub enum ParquetCodec {
     Snappy,
 }
 
+/// The footer key of the typed value columns' description ([`ValueColumns::describe`]).
+pub const VALUE_SCHEMA_KEY: &str = "lakestream.value_schema";
+/// The struct column of typed value fields, and the column saying why a value did not decode.
+pub const FIELDS_COLUMN: &str = "fields";
+pub const FIELDS_ERROR_COLUMN: &str = "fields_error";
+
+/// Decoded value columns written beside the raw `value` (a topic whose values have a schema):
+/// engines read typed columns without parsing, Kafka consumers still get the exact bytes.
+pub trait ValueColumns: Send + Sync + std::fmt::Debug {
+    /// The typed fields, all nullable.
+    fn fields(&self) -> arrow_schema::Fields;
+    /// Names the schema; files whose footer says the same can be read as typed columns.
+    fn describe(&self) -> String;
+    /// One row per value: the fields (NULL where a value does not decode) and the error text
+    /// of each value that does not (NULL otherwise).
+    fn decode(&self, values: &BinaryViewArray) -> Result<(StructArray, ArrayRef), String>;
+}
+
 #[derive(Clone, Debug)]
 pub struct ConvertOptions {
     pub codec: ParquetCodec,
+    /// Typed value columns to add, if the topic's values have a schema.
+    pub value_columns: Option<Arc<dyn ValueColumns>>,
     /// Close a row group after about this many bytes of log input, counting a compressed batch
     /// at its decompressed size (so memory stays bounded however well batches compress).
     pub row_group_bytes: usize,
@@ -139,6 +159,7 @@ impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
             codec: ParquetCodec::Zstd,
+            value_columns: None,
             row_group_bytes: 8 << 20,
             decompress_limit: 256 << 20,
         }
@@ -270,9 +291,47 @@ pub fn batches_to_parquet(
     options: &ConvertOptions,
 ) -> Result<(Vec<u8>, ObjectStats), ConvertError> {
     let schema = schema();
+    let file_schema = match &options.value_columns {
+        None => schema.clone(),
+        Some(columns) => {
+            let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(Field::new(
+                FIELDS_COLUMN,
+                DataType::Struct(columns.fields()),
+                true,
+            )));
+            fields.push(Arc::new(Field::new(
+                FIELDS_ERROR_COLUMN,
+                DataType::Utf8,
+                true,
+            )));
+            Arc::new(Schema::new(fields))
+        }
+    };
+    let typed = |batch: RecordBatch| -> Result<RecordBatch, ConvertError> {
+        let Some(columns) = &options.value_columns else {
+            return Ok(batch);
+        };
+        let values = batch
+            .column_by_name(column::VALUE)
+            .and_then(|array| array.as_binary_view_opt())
+            .ok_or(ConvertError::BadColumn {
+                column: column::VALUE,
+            })?;
+        let (fields, errors) =
+            columns
+                .decode(values)
+                .map_err(|reason| ConvertError::BadFooter {
+                    reason: format!("typed value columns: {reason}"),
+                })?;
+        let mut arrays = batch.columns().to_vec();
+        arrays.push(Arc::new(fields));
+        arrays.push(errors);
+        Ok(RecordBatch::try_new(file_schema.clone(), arrays)?)
+    };
     let mut writer = ArrowWriter::try_new(
         Vec::with_capacity(log_bytes.len() / 2),
-        schema.clone(),
+        file_schema.clone(),
         Some(writer_properties(options)?),
     )?;
     let mut rows = Rows::default();
@@ -306,13 +365,19 @@ pub fn batches_to_parquet(
             &mut stats,
         );
         if pending_bytes >= options.row_group_bytes {
-            writer.write(&rows.finish(&schema)?)?;
+            writer.write(&typed(rows.finish(&schema)?)?)?;
             writer.flush()?;
             pending_bytes = 0;
         }
     }
     if rows.len > 0 {
-        writer.write(&rows.finish(&schema)?)?;
+        writer.write(&typed(rows.finish(&schema)?)?)?;
+    }
+    if let Some(columns) = &options.value_columns {
+        writer.append_key_value_metadata(KeyValue::new(
+            VALUE_SCHEMA_KEY.to_string(),
+            columns.describe(),
+        ));
     }
     let stats = stats
         .finish(log_bytes.len() as u64)
@@ -788,6 +853,14 @@ pub fn parquet_to_batches(file: Bytes) -> Result<ColdBatches, ConvertError> {
     let rows = builder.metadata().file_metadata().num_rows().max(1) as usize;
     let row_bytes = (estimate.max(0) as usize / rows).max(1);
     let batch_rows = (READ_BATCH_BYTES / row_bytes).clamp(READ_BATCH_ROWS_MIN, READ_BATCH_ROWS_MAX);
+    let base_columns = schema().fields().len();
+    let typed = builder.schema().fields().len() > base_columns;
+    let builder = if typed {
+        let mask = ProjectionMask::roots(builder.parquet_schema(), 0..base_columns);
+        builder.with_projection(mask)
+    } else {
+        builder
+    };
     let reader = builder.with_batch_size(batch_rows).build()?;
     let mut encoder = ReEncoder::new(capacity, batch_count);
     for batch in reader {

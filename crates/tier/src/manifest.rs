@@ -25,6 +25,10 @@ pub struct ObjectEntry {
     pub key: String,
     /// Size of the Parquet object.
     pub size_bytes: u64,
+    /// The typed value columns the object carries beside the raw value, if any
+    /// (`convert::ValueColumns::describe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_schema: Option<String>,
     #[serde(flatten)]
     pub stats: ObjectStats,
 }
@@ -260,6 +264,7 @@ mod tests {
         ObjectEntry {
             key: format!("t/0/{base:020}-{next:020}-0.parquet"),
             size_bytes: 10,
+            value_schema: None,
             stats: ObjectStats {
                 base_offset: base,
                 next_offset: next,

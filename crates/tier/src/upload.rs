@@ -33,6 +33,10 @@ pub async fn upload(
     let offset = records::BatchHeader::parse(&log_bytes)
         .map(|header| header.base_offset)
         .unwrap_or(-1);
+    let value_schema = options
+        .value_columns
+        .as_ref()
+        .map(|columns| columns.describe());
     let (parquet, stats) =
         tokio::task::spawn_blocking(move || batches_to_parquet(&log_bytes, &options))
             .await
@@ -41,6 +45,7 @@ pub async fn upload(
     let entry = ObjectEntry {
         key: prefix.data_key(&stats),
         size_bytes: parquet.len() as u64,
+        value_schema,
         stats,
     };
     store
