@@ -69,6 +69,8 @@ impl Engine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("lakestream-sql")
+            // Queries yield the CPU to the broker: produce and fetch never wait on SQL.
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()
             .map_err(|error| DataFusionError::External(Box::new(error)))?;
@@ -178,6 +180,16 @@ impl Engine {
             ));
         }
         error
+    }
+}
+
+/// Makes the calling thread the kernel's last choice when the broker's threads want the CPU.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own id changes only its scheduling.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
     }
 }
 
