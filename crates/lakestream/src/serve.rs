@@ -73,6 +73,15 @@ pub struct ServeArgs {
     /// Memory all running SQL queries may hold, in bytes [default: 1073741824].
     #[arg(long, env = "LAKESTREAM_SQL_MEMORY_LIMIT")]
     pub sql_memory_limit: Option<usize>,
+    /// A PostgreSQL user as NAME:PASSWORD (repeatable; comma-separated in the environment). With
+    /// any, clients authenticate with SCRAM-SHA-256 [default: none, any user name is let in].
+    #[arg(
+        long = "pg-user",
+        env = "LAKESTREAM_PG_USERS",
+        value_delimiter = ',',
+        value_name = "NAME:PASSWORD"
+    )]
+    pub pg_users: Vec<String>,
 }
 
 /// The file form of the same settings.
@@ -97,6 +106,8 @@ struct FileConfig {
     cold_compression: Option<String>,
     sql_threads: Option<usize>,
     sql_memory_limit: Option<usize>,
+    /// NAME:PASSWORD entries.
+    pg_users: Option<Vec<String>>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -116,6 +127,7 @@ pub struct Settings {
     pub group_consumer_session_timeout_ms: u64,
     pub tiering: Option<broker::tiering::TieringConfig>,
     pub sql: sql::EngineConfig,
+    pub pg_users: Vec<(String, String)>,
 }
 
 impl ServeArgs {
@@ -196,7 +208,22 @@ impl ServeArgs {
         if let Some(limit) = self.sql_memory_limit.or(file.sql_memory_limit) {
             sql.memory_limit = limit;
         }
+        let pg_users = if self.pg_users.is_empty() {
+            file.pg_users.unwrap_or_default()
+        } else {
+            self.pg_users
+        };
+        let pg_users = pg_users
+            .iter()
+            .map(|entry| match entry.split_once(':') {
+                Some((name, password)) if !name.is_empty() => {
+                    Ok((name.to_string(), password.to_string()))
+                }
+                _ => bail!("--pg-user {entry:?} must be NAME:PASSWORD"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Settings {
+            pg_users,
             sql,
             tiering,
             data_dir,
@@ -292,7 +319,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         std::net::TcpListener::bind(settings.pg_addr)
             .with_context(|| format!("cannot listen on {} (--pg-addr)", settings.pg_addr))?,
     );
-    let postgres = sql::pg::serve(&engine, settings.pg_addr);
+    let users = sql::pg::Users::from_pairs(
+        settings
+            .pg_users
+            .iter()
+            .map(|(name, password)| (name.as_str(), password.as_str())),
+    );
+    let postgres = sql::pg::serve(&engine, settings.pg_addr, users);
     tracing::info!(http = %settings.http_addr, pg = %settings.pg_addr, "SQL over HTTP and the PostgreSQL protocol; admin and metrics over HTTP");
     let http = tokio::spawn(crate::http::serve(
         broker.clone(),

@@ -2,6 +2,7 @@
 //! connect with any user name to the database `lakestream`. Statements DataFusion does not plan
 //! itself (CTAS with options) go through a hook.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
@@ -11,21 +12,99 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, Statement};
+use datafusion_postgres::DfSessionService;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use datafusion_postgres::pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::{ClientInfo, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::{QueryHook, ServerOptions};
 
 use crate::engine::Engine;
 
-/// Serves the engine's session over the PostgreSQL protocol on `addr`, on the SQL runtime.
+/// SCRAM iterations for stored passwords (PostgreSQL's default).
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// Users allowed in with SCRAM-SHA-256: name → (salt, salted password). Empty: no
+/// authentication, any user name is accepted.
+#[derive(Debug, Default, Clone)]
+pub struct Users(HashMap<String, (Vec<u8>, Vec<u8>)>);
+
+impl Users {
+    /// From `name:password` pairs.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Users {
+        Users(
+            pairs
+                .into_iter()
+                .map(|(name, password)| {
+                    let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
+                    let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+                    (name.to_string(), (salt, salted))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let name = login.user().unwrap_or_default();
+        match self.0.get(name) {
+            Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
+            None => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28P01".into(),
+                format!("password authentication failed for user \"{name}\""),
+            )))),
+        }
+    }
+}
+
+/// The query handlers of `datafusion-postgres` behind SCRAM-SHA-256.
+struct ScramHandlers {
+    session: Arc<DfSessionService>,
+    users: Arc<Users>,
+}
+
+impl PgWireServerHandlers for ScramHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    /// One per connection: the SASL exchange keeps its state in the handler.
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        let mut scram = ScramAuth::new(Arc::clone(&self.users) as Arc<dyn AuthSource>);
+        scram.set_iterations(SCRAM_ITERATIONS);
+        Arc::new(
+            SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+                .with_scram(scram),
+        )
+    }
+}
+
+/// Serves the engine's session over the PostgreSQL protocol on `addr`, on the SQL runtime;
+/// with `users`, clients authenticate with SCRAM-SHA-256.
 pub fn serve(
     engine: &Arc<Engine>,
     addr: SocketAddr,
+    users: Users,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let options = ServerOptions::new()
         .with_host(addr.ip().to_string())
@@ -39,9 +118,18 @@ pub fn serve(
             engine: Arc::downgrade(engine),
         }),
     ];
-    engine
-        .runtime()
-        .spawn(async move { datafusion_postgres::serve_with_hooks(context, &options, hooks).await })
+    if users.is_empty() {
+        return engine.runtime().spawn(async move {
+            datafusion_postgres::serve_with_hooks(context, &options, hooks).await
+        });
+    }
+    let handlers = ScramHandlers {
+        session: Arc::new(DfSessionService::new_with_hooks(context, hooks)),
+        users: Arc::new(users),
+    };
+    engine.runtime().spawn(async move {
+        datafusion_postgres::serve_with_handlers(Arc::new(handlers), &options).await
+    })
 }
 
 struct LakestreamHook {
