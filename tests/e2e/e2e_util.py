@@ -940,3 +940,59 @@ class AckLog:
     def snapshot(self) -> dict[tuple[int, int], bytes]:
         with self.lock:
             return dict(self.acked)
+
+
+# ---- SQL over topics: the PostgreSQL wire endpoint (psql, psycopg, asyncpg) and HTTP /sql
+def pg_conninfo(broker, **extra) -> str:
+    """A libpq connection string for the broker's PostgreSQL endpoint (any user, database
+    `lakestream`), e.g. for psycopg.connect()."""
+    parts = {"host": broker.host, "port": broker.pg_port, "user": "anyone", "dbname": "lakestream",
+             "connect_timeout": 10, **extra}
+    return " ".join(f"{k}={v}" for k, v in parts.items())
+
+
+def psql(broker, sql: str, timeout: float = 60.0, check: bool = True):
+    """Runs one statement with the real `psql` (simple query protocol, unaligned, tuples only).
+    Returns the rows as lists of strings (fields split at `|`); with check=False returns the
+    CompletedProcess instead (for errors: its stderr)."""
+    import os
+    import subprocess
+    cmd = ["psql", "-h", broker.host, "-p", str(broker.pg_port), "-U", "anyone", "-d", "lakestream",
+           "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "10", "PGPASSWORD": "unused"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if not check:
+        return r
+    assert r.returncode == 0, f"psql -c {sql!r} -> exit {r.returncode}\nstderr: {r.stderr}\nstdout: {r.stdout[:2000]}"
+    return [line.split("|") for line in r.stdout.splitlines()]
+
+
+def http_sql(broker, sql: str, fmt: str | None = None, timeout: float = 60.0) -> tuple[int, str, bytes]:
+    """POST /sql[?format=fmt] with the statement as the body -> (status, content type, body);
+    HTTP errors are returned, not raised."""
+    url = broker.http_url + "/sql" + (f"?format={fmt}" if fmt else "")
+    req = urllib.request.Request(url, data=sql.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+
+
+def thread_cpu_seconds(pid: int, name_prefix: str) -> float:
+    """CPU time (user + system, seconds) of the process's threads whose name starts with
+    `name_prefix` (e.g. "lakestream-sql": the SQL engine's runtime), from /proc."""
+    import os
+    total = 0
+    task_dir = f"/proc/{pid}/task"
+    for tid in os.listdir(task_dir):
+        try:
+            with open(f"{task_dir}/{tid}/comm") as f:
+                if not f.read().startswith(name_prefix):
+                    continue
+            with open(f"{task_dir}/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")

@@ -290,10 +290,11 @@ fn encode(
                 .with_header(true)
                 .build(Vec::new());
             if batches.is_empty() {
-                writer.write(&arrow::array::RecordBatch::new_empty(output.schema.clone()))?;
+                let empty = arrow::array::RecordBatch::new_empty(output.schema.clone());
+                writer.write(&flat(&empty)?)?;
             }
             for batch in &batches {
-                writer.write(batch)?;
+                writer.write(&flat(batch)?)?;
             }
             Ok(("text/csv", writer.into_inner()))
         }
@@ -306,7 +307,9 @@ fn encode(
             Ok(("application/vnd.apache.arrow.stream", writer.into_inner()?))
         }
         _ => {
-            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+            let mut writer = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(Vec::new());
             writer.write_batches(&batches)?;
             writer.finish()?;
             let rows = writer.into_inner();
@@ -332,4 +335,42 @@ fn encode(
             Ok(("application/json", body))
         }
     }
+}
+
+/// The batch with nested columns (lists, structs, maps: `_headers`) shown as text, for CSV.
+fn flat(
+    batch: &arrow::array::RecordBatch,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::Array;
+    use arrow::datatypes::{Field, Schema};
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|field| field.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let options = arrow::util::display::FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter =
+                arrow::util::display::ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let text: arrow::array::StringArray = (0..column.len())
+                .map(|row| (!column.is_null(row)).then(|| formatter.value(row).to_string()))
+                .collect();
+            fields.push(Field::new(
+                field.name(),
+                arrow::datatypes::DataType::Utf8,
+                true,
+            ));
+            columns.push(Arc::new(text) as arrow::array::ArrayRef);
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(Arc::clone(column));
+        }
+    }
+    arrow::array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

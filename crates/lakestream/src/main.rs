@@ -1,6 +1,9 @@
 //! The `lakestream` binary: one process that serves everything, plus commands for people.
 
 mod consume;
+// `gen` is a reserved word in edition 2024.
+#[path = "gen.rs"]
+mod generate;
 mod groups;
 mod http;
 mod limits;
@@ -40,6 +43,8 @@ enum Command {
     Groups(groups::GroupsArgs),
     /// Run a SQL statement on a running server; every topic is a table.
     Sql(sql_cli::SqlArgs),
+    /// Generate sample data into a topic, e.g. `gen iot --topic iot --rate 1000`.
+    Gen(generate::GenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Consume(args) => report(consume::run(args)),
         Command::Groups(args) => report(groups::run(args)),
         Command::Sql(args) => report(sql_cli::run(args)),
+        Command::Gen(args) => report(generate::run(args)),
     }
 }
 

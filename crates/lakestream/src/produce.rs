@@ -63,7 +63,7 @@ impl From<CompressionArg> for Compression {
     }
 }
 
-fn parse_acks(s: &str) -> Result<Acks, String> {
+pub(crate) fn parse_acks(s: &str) -> Result<Acks, String> {
     match s {
         "0" => Ok(Acks::None),
         "1" => Ok(Acks::Leader),
@@ -88,18 +88,15 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
             partitions - 1
         );
     }
-    let mut producer = Producer {
+    let mut producer = Producer::new(
         runtime,
         client,
-        topic: args.topic.clone(),
-        acks: args.acks,
-        compression: args.compression.into(),
-        partitioner: Partitioner::new(partitions),
-        explicit_partition: args.partition,
-        pending: BTreeMap::new(),
-        produced: BTreeMap::new(),
-        count: 0,
-    };
+        args.topic.clone(),
+        partitions,
+        args.acks,
+        args.compression.into(),
+        args.partition,
+    );
     let template = RecordTemplate {
         key: args
             .key
@@ -126,15 +123,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         }
     }
     producer.flush_all()?;
-    eprintln!(
-        "{}",
-        summary(
-            &producer.topic,
-            producer.count,
-            &producer.produced,
-            producer.acks
-        )
-    );
+    eprintln!("{}", producer.summary());
     Ok(())
 }
 
@@ -254,7 +243,8 @@ pub struct OffsetRange {
     pub last: Offset,
 }
 
-struct Producer {
+/// Sends records in batches per partition, one request at a time (shared with `gen`).
+pub(crate) struct Producer {
     runtime: tokio::runtime::Runtime,
     client: Client,
     topic: String,
@@ -268,7 +258,42 @@ struct Producer {
 }
 
 impl Producer {
-    fn add(&mut self, record: ProduceRecord) -> anyhow::Result<()> {
+    /// A producer for `topic`, which has `partitions` partitions; records go to
+    /// `explicit_partition`, or by key hash (round robin without a key).
+    pub(crate) fn new(
+        runtime: tokio::runtime::Runtime,
+        client: Client,
+        topic: String,
+        partitions: i32,
+        acks: Acks,
+        compression: Compression,
+        explicit_partition: Option<PartitionId>,
+    ) -> Producer {
+        Producer {
+            runtime,
+            client,
+            topic,
+            acks,
+            compression,
+            partitioner: Partitioner::new(partitions),
+            explicit_partition,
+            pending: BTreeMap::new(),
+            produced: BTreeMap::new(),
+            count: 0,
+        }
+    }
+
+    /// Records the broker has acknowledged (or, with acks=0, sent).
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The closing line: how many records went where.
+    pub(crate) fn summary(&self) -> String {
+        summary(&self.topic, self.count, &self.produced, self.acks)
+    }
+
+    pub(crate) fn add(&mut self, record: ProduceRecord) -> anyhow::Result<()> {
         let partition = match self.explicit_partition {
             Some(p) => p,
             None => self.partitioner.partition(record.key.as_deref()),
@@ -284,7 +309,7 @@ impl Producer {
         Ok(())
     }
 
-    fn flush_all(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn flush_all(&mut self) -> anyhow::Result<()> {
         let partitions: Vec<PartitionId> = self.pending.keys().copied().collect();
         for partition in partitions {
             self.flush(partition)?;

@@ -67,7 +67,9 @@ pub struct Engine {
 impl Engine {
     pub fn start(broker: Arc<Broker>, config: EngineConfig) -> Result<Arc<Engine>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads.max(1))
+            // More workers than query partitions, so accepting connections and answering small
+            // queries goes on while heavy ones compute.
+            .worker_threads(config.threads.max(1) * 2 + 1)
             .thread_name("lakestream-sql")
             // Queries yield the CPU to the broker: produce and fetch never wait on SQL.
             .on_thread_start(lower_priority)
@@ -100,6 +102,8 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(LatestRows))
             .build();
         let context = SessionContext::new_with_state(state);
+        context.register_udf(crate::pg::current_setting());
+        context.register_udf(crate::pg::set_config());
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(SCHEMA, Arc::clone(&topics) as _)?;
         context.register_catalog(CATALOG, Arc::new(catalog));
@@ -166,18 +170,11 @@ impl Engine {
     /// Adds what helps: the topics that exist, when a table is unknown.
     pub fn explain(&self, error: DataFusionError) -> DataFusionError {
         let text = error.to_string();
-        if text.contains("not found") && text.contains("table") {
-            let mut topics = self.topics.topic_names();
-            topics.sort();
-            return DataFusionError::Plan(format!(
-                "{}\nHINT: every topic is a table; the topics are: {}",
-                text.trim_end(),
-                if topics.is_empty() {
-                    "(none yet)".to_string()
-                } else {
-                    topics.join(", ")
-                }
-            ));
+        if text.contains("not found") && text.contains("table") && !text.contains("HINT") {
+            let text = text
+                .trim_start_matches("Error during planning: ")
+                .trim_end();
+            return DataFusionError::Plan(format!("{text}\n{}", self.topics.hint()));
         }
         error
     }
@@ -264,6 +261,9 @@ fn with_tail(plan: &Arc<dyn ExecutionPlan>, n: usize) -> Result<Option<Arc<dyn E
         return Ok(Some(Arc::new(scan.with_tail(n))));
     }
     let passes_rows = plan.as_any().is::<ProjectionExec>()
+        || plan
+            .as_any()
+            .is::<datafusion::physical_plan::coop::CooperativeExec>()
         || plan.as_any().is::<RepartitionExec>()
         || plan.as_any().is::<CoalescePartitionsExec>()
         || plan.as_any().is::<SortExec>();

@@ -221,3 +221,55 @@ impl QueryHook for LakestreamHook {
         Some(self.run_ctas(statement).await)
     }
 }
+
+/// `current_setting(name)`, which drivers such as asyncpg call while introspecting types: the
+/// settings a client may ask about, with PostgreSQL's values.
+pub fn current_setting() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+
+    fn value(name: &str) -> &'static str {
+        match name.to_ascii_lowercase().as_str() {
+            "search_path" => "public",
+            "server_version" => "16.0",
+            "server_version_num" => "160000",
+            "server_encoding" | "client_encoding" => "UTF8",
+            "datestyle" => "ISO, MDY",
+            "timezone" => "UTC",
+            "standard_conforming_strings" => "on",
+            "integer_datetimes" => "on",
+            "max_identifier_length" => "63",
+            _ => "",
+        }
+    }
+    create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let values: StringArray = (0..names.len())
+                .map(|row| (!names.is_null(row)).then(|| value(names.value(row))))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(values)))
+        }),
+    )
+}
+
+/// `set_config(name, value, is_local)`, which asyncpg calls before introspecting types: settings
+/// do not change anything here, so it answers the value, as PostgreSQL does.
+pub fn set_config() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+
+    create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|args: &[ColumnarValue]| Ok(args[1].clone())),
+    )
+}

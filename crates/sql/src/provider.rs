@@ -59,6 +59,18 @@ impl TopicSchema {
             .collect()
     }
 
+    /// The hint an unknown table gets: the topics that exist.
+    pub fn hint(&self) -> String {
+        let mut topics = self.topic_names();
+        topics.sort();
+        let topics = if topics.is_empty() {
+            "(none yet)".to_string()
+        } else {
+            topics.join(", ")
+        };
+        format!("HINT: every topic is a table; the topics are: {topics}")
+    }
+
     /// How `topic`'s values decode, from its configs (inferring a JSON schema if none is
     /// declared).
     pub fn value_format(&self, topic: &broker::topics::Topic) -> Result<ValueFormat> {
@@ -175,7 +187,21 @@ impl SchemaProvider for TopicSchema {
             .get(name)
             .filter(|topic| !topic.is_internal())
         else {
-            return Ok(self.tables.lock().get(name).cloned());
+            if let Some(table) = self.tables.lock().get(name).cloned() {
+                return Ok(Some(table));
+            }
+            // A plain name that is no topic: say which topics exist, whatever the client. (A
+            // path, as in `SELECT * FROM 'file.parquet'`, is left to DataFusion.)
+            let plain = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+            if plain {
+                return Err(DataFusionError::Plan(format!(
+                    "table 'lakestream.public.{name}' not found\n{}",
+                    self.hint()
+                )));
+            }
+            return Ok(None);
         };
         let format = Arc::new(self.value_format(&topic)?);
         Ok(Some(Arc::new(TopicTable::new(
