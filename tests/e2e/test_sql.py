@@ -416,7 +416,7 @@ def test_asyncpg_prepared_statement_and_typed_columns(lake, iot):
 
 
 @pytest.mark.xfail(strict=True, reason="asyncpg cannot fetch `_headers` (record[]): its type introspection "
-                                       "query calls current_setting(), which the server does not have")
+                                       "query uses ::oid casts that DataFusion does not plan")
 def test_asyncpg_select_star(lake, iot):
     """`SELECT *` (which includes `_headers`) through asyncpg."""
     async def run():
