@@ -120,6 +120,9 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
             "{name} is a topic; choose another table name"
         )));
     }
+    if engine.context().table_exist(name.as_str())? {
+        return Err(plan_error(format!("table {name} already exists")));
+    }
     let location = match &options.location {
         Some(location) => {
             StoreLocation::parse(location).map_err(|error| plan_error(error.to_string()))?

@@ -211,22 +211,22 @@ impl PhysicalOptimizerRule for LatestRows {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_down(|node| {
-            let fetch_and_input = if let Some(sort) = node.as_any().downcast_ref::<SortExec>() {
+            let found = if let Some(sort) = node.as_any().downcast_ref::<SortExec>() {
                 sort.fetch()
-                    .filter(|_| offset_descending(sort.expr()))
-                    .map(|n| (n, Arc::clone(sort.input())))
+                    .zip(offset_descending(sort.expr()))
+                    .map(|(n, column)| (n, column, Arc::clone(sort.input())))
             } else if let Some(merge) = node.as_any().downcast_ref::<SortPreservingMergeExec>() {
                 merge
                     .fetch()
-                    .filter(|_| offset_descending(merge.expr()))
-                    .map(|n| (n, Arc::clone(merge.input())))
+                    .zip(offset_descending(merge.expr()))
+                    .map(|(n, column)| (n, column, Arc::clone(merge.input())))
             } else {
                 None
             };
-            let Some((n, input)) = fetch_and_input else {
+            let Some((n, column, input)) = found else {
                 return Ok(Transformed::no(node));
             };
-            match with_tail(&input, n)? {
+            match with_tail(&input, n, column)? {
                 Some(input) => Ok(Transformed::yes(
                     Arc::clone(&node).with_new_children(vec![input])?,
                 )),
@@ -245,32 +245,60 @@ impl PhysicalOptimizerRule for LatestRows {
     }
 }
 
-fn offset_descending(ordering: &datafusion::physical_expr::LexOrdering) -> bool {
+/// The index of the column a sort orders by, if it sorts descending by a column.
+fn offset_descending(ordering: &datafusion::physical_expr::LexOrdering) -> Option<usize> {
     let first = ordering.first();
-    first.options.descending
-        && first
-            .expr
-            .as_any()
-            .downcast_ref::<Column>()
-            .is_some_and(|column| column.name() == OFFSET)
+    if !first.options.descending {
+        return None;
+    }
+    first
+        .expr
+        .as_any()
+        .downcast_ref::<Column>()
+        .map(Column::index)
 }
 
-/// The plan with its topic scan reading only the tail, through nodes that keep every row.
-fn with_tail(plan: &Arc<dyn ExecutionPlan>, n: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+/// The plan with its topic scan reading only the tail, through nodes that keep every row, if
+/// the column at `column` of `plan`'s output is the scan's own `_offset` (not a computed
+/// column that happens to be named so).
+fn with_tail(
+    plan: &Arc<dyn ExecutionPlan>,
+    n: usize,
+    column: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if let Some(scan) = plan.as_any().downcast_ref::<TopicScanExec>() {
-        return Ok(Some(Arc::new(scan.with_tail(n))));
+        let is_offset = scan
+            .output_schema()
+            .fields()
+            .get(column)
+            .is_some_and(|field| field.name() == OFFSET);
+        return Ok(is_offset.then(|| Arc::new(scan.with_tail(n)) as Arc<dyn ExecutionPlan>));
     }
-    let passes_rows = plan.as_any().is::<ProjectionExec>()
-        || plan
-            .as_any()
-            .is::<datafusion::physical_plan::coop::CooperativeExec>()
+    let input_column = if let Some(projection) = plan.as_any().downcast_ref::<ProjectionExec>() {
+        // Only a plain column passes `_offset` through unchanged.
+        match projection
+            .expr()
+            .get(column)
+            .and_then(|projected| projected.expr.as_any().downcast_ref::<Column>())
+        {
+            Some(input) => input.index(),
+            None => return Ok(None),
+        }
+    } else if plan
+        .as_any()
+        .is::<datafusion::physical_plan::coop::CooperativeExec>()
         || plan.as_any().is::<RepartitionExec>()
         || plan.as_any().is::<CoalescePartitionsExec>()
-        || plan.as_any().is::<SortExec>();
-    if !passes_rows || plan.children().len() != 1 {
+        || plan.as_any().is::<SortExec>()
+    {
+        column
+    } else {
+        return Ok(None);
+    };
+    if plan.children().len() != 1 {
         return Ok(None);
     }
-    match with_tail(plan.children()[0], n)? {
+    match with_tail(plan.children()[0], n, input_column)? {
         Some(child) => Ok(Some(Arc::clone(plan).with_new_children(vec![child])?)),
         None => Ok(None),
     }

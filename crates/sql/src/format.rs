@@ -165,10 +165,7 @@ pub fn decode(format: &ValueFormat, values: &BinaryArray) -> Result<Decoded, Arr
             Ok(batch) if batch.num_rows() == 1 => errors.append_null(),
             Ok(batch) => {
                 *flag = true;
-                let message = format!(
-                    "value at row {row} holds {} records, not one",
-                    batch.num_rows()
-                );
+                let message = format!("the value holds {} records, not one", batch.num_rows());
                 if strict {
                     return Err(ArrowError::JsonError(message));
                 }

@@ -27,8 +27,15 @@ use futures::StreamExt;
 use crate::format::ValueFormat;
 use crate::rows::{KEY, PARTITION, TIMESTAMP, VALUE};
 
-/// Records per appended batch.
+/// Records per appended batch, once a statement is too large to hold.
 const RECORDS_PER_BATCH: usize = 1000;
+
+/// Bytes of keys and values per appended batch (under the default `max.message.bytes`).
+const BATCH_BYTES: usize = 512 << 10;
+
+/// Bytes of keys and values an INSERT holds before appending anything: up to this size a
+/// statement is all or nothing.
+const ATOMIC_INSERT_BYTES: usize = 64 << 20;
 
 pub fn plan(
     broker: Arc<Broker>,
@@ -69,6 +76,20 @@ impl DisplayAs for TopicSink {
 struct Pending {
     builder: Option<records::BatchBuilder>,
     count: usize,
+    bytes: usize,
+    /// Built batches, not appended yet.
+    sealed: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    /// Builds the batch being filled.
+    fn seal(&mut self) {
+        if let Some(builder) = self.builder.take() {
+            self.sealed.push(builder.build());
+        }
+        self.count = 0;
+        self.bytes = 0;
+    }
 }
 
 #[async_trait]
@@ -91,6 +112,7 @@ impl DataSink for TopicSink {
         let mut next = 0usize;
         let mut total = 0u64;
         let mut written_end = vec![-1i64; partitions.len()];
+        let mut buffered = 0usize;
         while let Some(batch) = data.next().await {
             let batch = batch?;
             let rows = Rows::of(&batch, &self.format)?;
@@ -129,14 +151,28 @@ impl DataSink for TopicSink {
                 slot.builder = Some(builder.record(key, value.as_deref(), timestamp));
                 slot.count += 1;
                 total += 1;
-                if slot.count >= RECORDS_PER_BATCH {
-                    written_end[partition] = self.append(&partitions[partition], slot)?;
+                let size = value.as_ref().map_or(0, Vec::len) + key.map_or(0, <[u8]>::len);
+                slot.bytes += size;
+                buffered += size;
+                if slot.count >= RECORDS_PER_BATCH || slot.bytes >= BATCH_BYTES {
+                    slot.seal();
+                }
+                // Nothing is appended until every row is known good (a bad `_partition` fails
+                // the whole statement), unless the statement is too large to hold.
+                if buffered >= ATOMIC_INSERT_BYTES {
+                    for (index, slot) in pending.iter_mut().enumerate() {
+                        if let Some(end) = self.append(&partitions[index], slot)? {
+                            written_end[index] = end;
+                        }
+                    }
+                    buffered = 0;
                 }
             }
         }
         for (index, slot) in pending.iter_mut().enumerate() {
-            if slot.count > 0 {
-                written_end[index] = self.append(&partitions[index], slot)?;
+            slot.seal();
+            if let Some(end) = self.append(&partitions[index], slot)? {
+                written_end[index] = end;
             }
         }
         // Durable before answering, like acks=all.
@@ -161,26 +197,27 @@ impl DataSink for TopicSink {
 }
 
 impl TopicSink {
-    /// Appends the pending records of one partition; returns the last offset.
+    /// Appends the sealed batches of one partition; returns the last offset, if any.
     fn append(
         &self,
         partition: &Arc<broker::partition::Partition>,
         slot: &mut Pending,
-    ) -> Result<i64> {
-        let builder = slot.builder.take().expect("pending records have a builder");
-        slot.count = 0;
-        let mut batch = builder.build();
-        let header = records::validate_batch(&batch)
-            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+    ) -> Result<Option<i64>> {
         let log_append_time = self.topic.config().log_append_time();
-        let appended = partition
-            .append(
-                &mut [(header, &mut batch[..])],
-                log_append_time,
-                &self.broker.flusher,
-            )
-            .map_err(|error| DataFusionError::Execution(error.to_string()))?;
-        Ok(appended.last_offset)
+        let mut last = None;
+        for mut batch in slot.sealed.drain(..) {
+            let header = records::validate_batch(&batch)
+                .map_err(|error| DataFusionError::External(Box::new(error)))?;
+            let appended = partition
+                .append(
+                    &mut [(header, &mut batch[..])],
+                    log_append_time,
+                    &self.broker.flusher,
+                )
+                .map_err(|error| DataFusionError::Execution(error.to_string()))?;
+            last = Some(appended.last_offset);
+        }
+        Ok(last)
     }
 }
 

@@ -190,17 +190,6 @@ impl SchemaProvider for TopicSchema {
             if let Some(table) = self.tables.lock().get(name).cloned() {
                 return Ok(Some(table));
             }
-            // A plain name that is no topic: say which topics exist, whatever the client. (A
-            // path, as in `SELECT * FROM 'file.parquet'`, is left to DataFusion.)
-            let plain = name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-            if plain {
-                return Err(DataFusionError::Plan(format!(
-                    "table 'lakestream.public.{name}' not found\n{}",
-                    self.hint()
-                )));
-            }
             return Ok(None);
         };
         let format = Arc::new(self.value_format(&topic)?);
@@ -231,6 +220,11 @@ impl SchemaProvider for TopicSchema {
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.broker.topics.get(name).is_some() {
+            return Err(DataFusionError::Plan(format!(
+                "{name} is a topic: delete it with `lakestream topics delete {name}` (or DeleteTopics)"
+            )));
+        }
         Ok(self.tables.lock().remove(name))
     }
 }
