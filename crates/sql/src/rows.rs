@@ -346,6 +346,16 @@ impl RowsBuilder {
         self.format.decodes() && self.projection.iter().any(|&index| index > 6)
     }
 
+    /// Whether keys (`_key`, `_key_text`) are needed.
+    pub fn needs_key(&self) -> bool {
+        self.need_key
+    }
+
+    /// Whether `_headers` is needed.
+    pub fn needs_headers(&self) -> bool {
+        self.need_headers
+    }
+
     /// Whether the projection has the raw `_value`.
     pub fn needs_value_bytes(&self) -> bool {
         self.projection.contains(&6)

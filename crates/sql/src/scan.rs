@@ -499,8 +499,16 @@ impl PartitionScan {
             && entry.value_schema.is_some()
             && entry.value_schema == self.typed_schema
             && arrow_schema.index_of(tier::convert::FIELDS_COLUMN).is_ok();
-        let mut wanted = vec!["offset", "timestamp", "key", "headers", "raw_batch"];
-        if !typed || self.builder.needs_value_bytes() {
+        // Only the columns the query needs (and `raw_batch`, which may hold whole records).
+        let mut wanted = vec!["offset", "timestamp", "raw_batch"];
+        if self.builder.needs_key() {
+            wanted.push("key");
+        }
+        if self.builder.needs_headers() {
+            wanted.push("headers");
+        }
+        // Typed files still give `value`: a row group holding a raw batch decodes it.
+        if self.builder.needs_value_bytes() || self.builder.needs_decoded() {
             wanted.push("value");
         }
         if typed {
