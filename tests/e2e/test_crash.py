@@ -14,32 +14,11 @@ import time
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
 
-from e2e_util import (admin, consume_range, create_topic, produce_all, producer, read_all, topic_partitions, unique,
+from e2e_util import (AckLog, admin, consume_range, create_topic, produce_all, producer, read_all, topic_partitions, unique,
                       watermarks)
 
 PARTITIONS = 3
 CYCLES = max(20, int(os.environ.get("LAKESTREAM_CRASH_CYCLES", "20")))
-
-
-class AckLog:
-    """Every record whose delivery report said success, by (partition, offset)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.acked: dict[tuple[int, int], bytes] = {}
-        self.duplicate_acks: list = []
-        self.failed = 0
-
-    def callback(self, err, msg):
-        if err is not None:
-            with self.lock:
-                self.failed += 1
-            return
-        key = (msg.partition(), msg.offset())
-        with self.lock:
-            if key in self.acked:
-                self.duplicate_acks.append((key, self.acked[key], msg.value()))
-            self.acked[key] = msg.value()
 
 
 def _produce_until(p, topic, cycle, stop: threading.Event, acks: AckLog, errors: list):

@@ -157,87 +157,93 @@ async fn metrics(State(app): State<App>) -> Response {
     );
     if let Some(tiering) = &broker.tiering {
         let m = &tiering.metrics;
-        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed) as f64;
-        metric(
-            "lakestream_tier_uploaded_objects_total",
-            "counter",
-            "Parquet objects written to the cold store.",
-            load(&m.uploaded_objects),
-        );
-        metric(
-            "lakestream_tier_uploaded_bytes_total",
-            "counter",
-            "Bytes of log turned into Parquet objects.",
-            load(&m.uploaded_log_bytes),
-        );
-        metric(
-            "lakestream_tier_uploaded_object_bytes_total",
-            "counter",
-            "Bytes of Parquet written to the cold store.",
-            load(&m.uploaded_object_bytes),
-        );
-        metric(
-            "lakestream_tier_upload_errors_total",
-            "counter",
-            "Failed uploads (the segments stay local and are retried).",
-            load(&m.upload_errors),
-        );
-        metric(
-            "lakestream_tier_manifest_errors_total",
-            "counter",
-            "Failed manifest loads.",
-            load(&m.manifest_errors),
-        );
-        metric(
-            "lakestream_tier_pending_segments",
-            "gauge",
-            "Sealed segments waiting for upload.",
-            m.pending_segments.load(Ordering::Relaxed) as f64,
-        );
-        metric(
-            "lakestream_tier_deleted_local_segments_total",
-            "counter",
-            "Uploaded local segments deleted after leaving the hot window.",
-            load(&m.deleted_local_segments),
-        );
-        metric(
-            "lakestream_tier_deleted_objects_total",
-            "counter",
-            "Cold objects deleted by retention.",
-            load(&m.deleted_objects),
-        );
         let cache = &tiering.cache.stats;
-        metric(
-            "lakestream_tier_cache_hits_total",
-            "counter",
-            "Cold reads served from the cache.",
-            load(&cache.hits),
-        );
-        metric(
-            "lakestream_tier_cache_misses_total",
-            "counter",
-            "Cold objects loaded from the store (a read's miss or a prefetch).",
-            load(&cache.misses),
-        );
-        metric(
-            "lakestream_tier_fetched_bytes_total",
-            "counter",
-            "Bytes of Parquet read from the cold store.",
-            load(&cache.fetched_bytes),
-        );
-        metric(
-            "lakestream_tier_read_errors_total",
-            "counter",
-            "Cold objects that could not be read (missing, corrupt or store down).",
-            load(&cache.errors),
-        );
-        metric(
-            "lakestream_tier_cache_bytes",
-            "gauge",
-            "Bytes of cold data in the cache.",
-            tiering.cache.cached_bytes() as f64,
-        );
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        let tier = [
+            (
+                "lakestream_tier_uploaded_objects_total",
+                "counter",
+                "Parquet objects written to the cold store.",
+                load(&m.uploaded_objects),
+            ),
+            (
+                "lakestream_tier_uploaded_bytes_total",
+                "counter",
+                "Bytes of log turned into Parquet objects.",
+                load(&m.uploaded_log_bytes),
+            ),
+            (
+                "lakestream_tier_uploaded_object_bytes_total",
+                "counter",
+                "Bytes of Parquet written to the cold store.",
+                load(&m.uploaded_object_bytes),
+            ),
+            (
+                "lakestream_tier_upload_errors_total",
+                "counter",
+                "Failed uploads (the segments stay local and are retried).",
+                load(&m.upload_errors),
+            ),
+            (
+                "lakestream_tier_manifest_errors_total",
+                "counter",
+                "Failed manifest loads.",
+                load(&m.manifest_errors),
+            ),
+            (
+                "lakestream_tier_pending_segments",
+                "gauge",
+                "Sealed segments waiting for upload.",
+                m.pending_segments.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "lakestream_tier_deleted_local_segments_total",
+                "counter",
+                "Uploaded local segments deleted after leaving the hot window.",
+                load(&m.deleted_local_segments),
+            ),
+            (
+                "lakestream_tier_deleted_objects_total",
+                "counter",
+                "Cold objects deleted by retention.",
+                load(&m.deleted_objects),
+            ),
+            (
+                "lakestream_tier_cache_hits_total",
+                "counter",
+                "Cold reads served from the cache.",
+                load(&cache.hits),
+            ),
+            (
+                "lakestream_tier_cache_misses_total",
+                "counter",
+                "Cold objects loaded from the store (a read's miss or a prefetch).",
+                load(&cache.misses),
+            ),
+            (
+                "lakestream_tier_fetched_bytes_total",
+                "counter",
+                "Bytes of Parquet read from the cold store.",
+                load(&cache.fetched_bytes),
+            ),
+            (
+                "lakestream_tier_read_errors_total",
+                "counter",
+                "Cold objects that could not be read (missing, corrupt or store down).",
+                load(&cache.errors),
+            ),
+            (
+                "lakestream_tier_cache_bytes",
+                "gauge",
+                "Bytes of cold data in the cache.",
+                tiering.cache.cached_bytes() as f64,
+            ),
+        ];
+        for (name, kind, help, value) in tier {
+            metric(name, kind, help, value);
+        }
     }
+
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

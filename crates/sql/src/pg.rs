@@ -142,7 +142,15 @@ fn is_ctas(statement: &Statement) -> bool {
 }
 
 impl LakestreamHook {
-    async fn run_ctas(&self, statement: &Statement) -> PgWireResult<Response> {
+    /// Runs `statement` if it is a CTAS with options (DataFusion does not plan those itself).
+    async fn run_ctas(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+        if !is_ctas(statement) {
+            return None;
+        }
+        Some(self.execute_ctas(statement).await)
+    }
+
+    async fn execute_ctas(&self, statement: &Statement) -> PgWireResult<Response> {
         let engine = self
             .engine
             .upgrade()
@@ -184,10 +192,7 @@ impl QueryHook for LakestreamHook {
         _session_context: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !is_ctas(statement) {
-            return None;
-        }
-        Some(self.run_ctas(statement).await)
+        self.run_ctas(statement).await
     }
 
     async fn handle_extended_parse_query(
@@ -215,10 +220,7 @@ impl QueryHook for LakestreamHook {
         _session_context: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !is_ctas(statement) {
-            return None;
-        }
-        Some(self.run_ctas(statement).await)
+        self.run_ctas(statement).await
     }
 }
 

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use broker::Broker;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
@@ -85,7 +85,9 @@ impl TopicSchema {
         Ok(match config.value_of("value.format") {
             "json" => {
                 let schema = if declared.is_empty() {
-                    self.inferred_schema(topic)
+                    self.inferred_schema(topic, "json", |sample| {
+                        format::infer_json_schema(sample.iter().map(Vec::as_slice))
+                    })
                 } else {
                     schema(&declared)?
                 };
@@ -93,12 +95,16 @@ impl TopicSchema {
             }
             "csv" => {
                 let schema = if declared.is_empty() {
-                    let count = self
-                        .sample(topic)
-                        .first()
-                        .map_or(1, |line| line.split(|b| *b == b',').count());
-                    let text: Vec<String> = (0..count).map(|n| format!("c{n} STRING")).collect();
-                    schema(&text.join(", "))?
+                    self.inferred_schema(topic, "csv", |sample| {
+                        let count = sample
+                            .first()
+                            .map_or(1, |line| line.split(|b| *b == b',').count());
+                        Schema::new(
+                            (0..count)
+                                .map(|n| Field::new(format!("c{n}"), DataType::Utf8, true))
+                                .collect::<Vec<_>>(),
+                        )
+                    })
                 } else {
                     schema(&declared)?
                 };
@@ -108,14 +114,21 @@ impl TopicSchema {
         })
     }
 
-    fn inferred_schema(&self, topic: &broker::topics::Topic) -> SchemaRef {
-        let key = topic.id.to_string();
+    /// A schema inferred from a sample of `topic`'s values, sampled once and then frozen (an
+    /// empty topic is sampled again next time).
+    fn inferred_schema(
+        &self,
+        topic: &broker::topics::Topic,
+        kind: &str,
+        infer: impl Fn(&[Vec<u8>]) -> Schema,
+    ) -> SchemaRef {
+        let key = format!("{}/{kind}", topic.id);
         if let Some(schema) = self.inferred.lock().get(&key) {
             return Arc::clone(schema);
         }
         let sample = self.sample(topic);
-        let schema = Arc::new(format::infer_json_schema(sample.iter().map(Vec::as_slice)));
-        if !schema.fields().is_empty() {
+        let schema = Arc::new(infer(&sample));
+        if !sample.is_empty() && !schema.fields().is_empty() {
             self.inferred.lock().insert(key, Arc::clone(&schema));
         }
         schema
