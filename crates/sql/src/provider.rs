@@ -309,6 +309,27 @@ impl Constraints {
                 }
                 false
             }
+            // `_partition = a OR _partition = b` (what short IN lists become): the union.
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => {
+                let only_partitions = |side: &Expr| {
+                    let mut alone = Constraints::default();
+                    (alone.apply(side) && alone.ranges == Ranges::default())
+                        .then_some(alone.partitions)
+                        .flatten()
+                };
+                match (only_partitions(left), only_partitions(right)) {
+                    (Some(mut either), Some(other)) => {
+                        either.extend(other);
+                        self.keep_partitions(either);
+                        true
+                    }
+                    _ => false,
+                }
+            }
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 let (column, op, value) = match (column_of(left), literal_of(right)) {
                     (Some(column), Some(value)) => (column, *op, value),
@@ -664,7 +685,28 @@ mod tests {
         assert_eq!(c.ranges.timestamps, (2, i64::MAX));
         let c = constraints(&[col("_timestamp").lt_eq(Expr::Literal(micros, None))]).unwrap();
         assert_eq!(c.ranges.timestamps, (i64::MIN, 2));
-        // Not taken over: other columns, OR, NOT IN.
+        // Short IN lists arrive as ORs of equalities: the union, narrowed by the rest.
+        let c = constraints(&[
+            col("_partition").eq(lit(1)).or(col("_partition")
+                .eq(lit(4))
+                .or(col("_partition").eq(lit(2)))),
+            col("_partition").in_list(vec![lit(1), lit(2), lit(3)], false),
+        ])
+        .unwrap();
+        assert_eq!(c.partitions, Some(BTreeSet::from([1, 2])));
+        // Not taken over: other columns, OR of anything but partitions, NOT IN.
+        assert!(
+            constraints(&[col("_partition")
+                .eq(lit(1))
+                .or(col("_offset").eq(lit(5i64)))])
+            .is_none()
+        );
+        assert!(
+            constraints(&[col("_partition").eq(lit(1)).or(col("_partition")
+                .eq(lit(2))
+                .and(col("_offset").eq(lit(5i64))))])
+            .is_none()
+        );
         assert!(constraints(&[col("metric").gt(lit(1))]).is_none());
         assert!(
             constraints(&[col("_offset")

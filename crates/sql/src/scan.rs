@@ -469,7 +469,10 @@ impl PartitionScan {
                 .position(|column| column.path().string() == name)
         };
         let (offset_column, timestamp_column) = (column_index("offset"), column_index("timestamp"));
+        let raw_column = column_index("raw_batch");
         let mut row_groups = Vec::new();
+        // Whether a chosen row group may hold a raw batch (whose records are in no other column).
+        let mut raw_batches = false;
         for (index, group) in metadata.row_groups().iter().enumerate() {
             let bounds =
                 |column: Option<usize>| match column.and_then(|c| group.column(c).statistics()) {
@@ -484,6 +487,11 @@ impl PartitionScan {
                 .is_none_or(|(min, max)| max >= range.timestamps.0 && min < range.timestamps.1);
             // Raw batches (kept verbatim) hold records the statistics do not see row by row.
             if offsets_match && times_match {
+                let all_null = raw_column
+                    .and_then(|c| group.column(c).statistics())
+                    .and_then(|stats| stats.null_count_opt())
+                    .is_some_and(|nulls| nulls == group.num_rows() as u64);
+                raw_batches |= raw_column.is_some() && !all_null;
                 row_groups.push(index);
                 self.metrics.row_groups_read.add(1);
             } else {
@@ -507,8 +515,10 @@ impl PartitionScan {
         if self.builder.needs_headers() {
             wanted.push("headers");
         }
-        // Typed files still give `value`: a row group holding a raw batch decodes it.
-        if self.builder.needs_value_bytes() || self.builder.needs_decoded() {
+        // Typed files still give `value` when a row group holds a raw batch: it is decoded.
+        if self.builder.needs_value_bytes()
+            || (self.builder.needs_decoded() && (!typed || raw_batches))
+        {
             wanted.push("value");
         }
         if typed {
