@@ -1,5 +1,5 @@
-//! The two sparse indexes of a segment, held in memory and written whole when the segment is
-//! sealed. Byte layouts are in `docs/log-format.md`.
+//! The sparse indexes of a segment (offsets, times, timestamp zones), held in memory and written
+//! whole when the segment is sealed. Byte layouts are in `docs/log-format.md`.
 
 /// Bytes of one `.index` entry: relative offset u32, file position u32 (big-endian).
 pub(crate) const OFFSET_ENTRY_LEN: usize = 8;
@@ -129,9 +129,141 @@ impl TimeIndex {
     }
 }
 
+/// Bytes of one `.zoneindex` entry: relative offset u32, min and max timestamp i64 (big-endian).
+pub(crate) const ZONE_ENTRY_LEN: usize = 20;
+/// A zone takes batches until it holds this many bytes (fewer in tests, to get many zones).
+pub(crate) const ZONE_BYTES: u64 = if cfg!(test) { 300 } else { 64 << 10 };
+
+/// `(R, min, max)`: the batches from relative base offset R up to the next entry's R (or the
+/// segment end) hold records whose timestamps lie in `[min, max]`. `min` is `i64::MIN` when a
+/// batch's least timestamp is unknown (a compressed CreateTime batch). Offsets strictly
+/// increase. A time-range scan reads only the zones that can match, whatever the order of the
+/// timestamps.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ZoneIndex {
+    pub(crate) entries: Vec<(u32, i64, i64)>,
+    /// Bytes in the last zone.
+    open_bytes: u64,
+}
+
+impl ZoneIndex {
+    /// Notes a batch of `bytes` bytes at `relative_offset`.
+    pub(crate) fn note(&mut self, relative_offset: u32, min: Option<i64>, max: i64, bytes: u64) {
+        let min = min.unwrap_or(i64::MIN).min(max);
+        match self.entries.last_mut() {
+            Some(last) if self.open_bytes < ZONE_BYTES => {
+                last.1 = last.1.min(min);
+                last.2 = last.2.max(max);
+                self.open_bytes += bytes;
+            }
+            _ => {
+                self.entries.push((relative_offset, min, max));
+                self.open_bytes = bytes;
+            }
+        }
+    }
+
+    /// From the zone holding `relative_offset` on, the first run of zones whose timestamps can
+    /// meet `[low, high)`: where to start reading (never before `relative_offset`) and the
+    /// relative offset where the run ends (`None`: at the segment end). `None` if no zone can.
+    pub(crate) fn next_match(
+        &self,
+        relative_offset: u32,
+        low: i64,
+        high: i64,
+    ) -> Option<(u32, Option<u32>)> {
+        let first = self
+            .entries
+            .partition_point(|&(start, _, _)| start <= relative_offset)
+            .saturating_sub(1);
+        let meets = |&(_, min, max): &(u32, i64, i64)| max >= low && min < high;
+        let start = first + self.entries.get(first..)?.iter().position(meets)?;
+        let end = self.entries[start..]
+            .iter()
+            .position(|zone| !meets(zone))
+            .map(|after| self.entries[start + after].0);
+        Some((self.entries[start].0.max(relative_offset), end))
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * ZONE_ENTRY_LEN);
+        for &(offset, min, max) in &self.entries {
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.extend_from_slice(&min.to_be_bytes());
+            out.extend_from_slice(&max.to_be_bytes());
+        }
+        out
+    }
+
+    /// Decodes a sealed segment's zone file; `None` if its length or ordering is wrong.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<ZoneIndex> {
+        if !bytes.len().is_multiple_of(ZONE_ENTRY_LEN) {
+            return None;
+        }
+        let mut entries: Vec<(u32, i64, i64)> = Vec::with_capacity(bytes.len() / ZONE_ENTRY_LEN);
+        for chunk in bytes.chunks_exact(ZONE_ENTRY_LEN) {
+            let offset = u32::from_be_bytes(chunk[0..4].try_into().ok()?);
+            let min = i64::from_be_bytes(chunk[4..12].try_into().ok()?);
+            let max = i64::from_be_bytes(chunk[12..20].try_into().ok()?);
+            if min > max || entries.last().is_some_and(|&(previous, _, _)| offset <= previous) {
+                return None;
+            }
+            entries.push((offset, min, max));
+        }
+        Some(ZoneIndex {
+            entries,
+            open_bytes: ZONE_BYTES,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zones_cover_runs_of_batches_and_find_the_runs_that_can_match() {
+        let mut zones = ZoneIndex::default();
+        // Zone 0: offsets 0.., times 100..=300 (the second batch is older than the first).
+        zones.note(0, Some(200), 300, ZONE_BYTES / 2);
+        zones.note(10, Some(100), 150, ZONE_BYTES / 2);
+        // Zone 1: 20.., 400..=500. Zone 2: 30.., unknown least timestamp, max 350.
+        zones.note(20, Some(400), 500, ZONE_BYTES);
+        zones.note(30, None, 350, 10);
+        zones.note(31, Some(340), 345, 10);
+        assert_eq!(
+            zones.entries,
+            vec![(0, 100, 300), (20, 400, 500), (30, i64::MIN, 350)]
+        );
+        assert_eq!(zones.next_match(0, 120, 130), Some((0, Some(20))));
+        assert_eq!(zones.next_match(5, 120, 130), Some((5, Some(20))));
+        // Both ends of a zone count: [min, max] meets [low, high) when max >= low, min < high.
+        assert_eq!(zones.next_match(0, 300, 301), Some((0, Some(20))));
+        assert_eq!(zones.next_match(0, 500, 501), Some((20, Some(30))));
+        // Below zone 0 only the zone of unknown least timestamps can match.
+        assert_eq!(zones.next_match(0, 40, 100), Some((30, None)));
+        assert_eq!(zones.next_match(0, 40, 101), Some((0, Some(20))));
+        // Zone 2's unknown least timestamp may meet anything up to its max.
+        assert_eq!(zones.next_match(0, 320, 330), Some((30, None)));
+        assert_eq!(zones.next_match(0, 360, 390), None);
+        assert_eq!(zones.next_match(0, 450, 460), Some((20, Some(30))));
+        assert_eq!(zones.next_match(25, 0, 1000), Some((25, None)));
+        assert_eq!(zones.next_match(31, 450, 460), None);
+        assert_eq!(ZoneIndex::default().next_match(0, 0, 10), None);
+
+        let decoded = ZoneIndex::decode(&zones.encode()).unwrap();
+        assert_eq!(decoded.entries, zones.entries);
+        assert_eq!(ZoneIndex::decode(&zones.encode()[..19]), None);
+        let mut backwards = zones.encode();
+        backwards.extend_from_slice(
+            &ZoneIndex {
+                entries: vec![(1, 0, 0)],
+                open_bytes: 0,
+            }
+            .encode(),
+        );
+        assert_eq!(ZoneIndex::decode(&backwards), None);
+    }
 
     #[test]
     fn offset_lookup() {

@@ -246,7 +246,7 @@ impl PartitionLog {
             };
             match extension {
                 "log" => bases.push(base),
-                "index" | "timeindex" => index_files.push((base, entry.path())),
+                "index" | "timeindex" | "zoneindex" => index_files.push((base, entry.path())),
                 _ => {}
             }
         }
@@ -438,8 +438,16 @@ impl PartitionLog {
         }
         let mut position = 0;
         while position < record_set.len() {
-            let header = BatchHeader::parse(&record_set[position..])?;
-            active.note_batch(&header, start + position as u64, index_interval_bytes, true);
+            let batch = &record_set[position..];
+            let header = BatchHeader::parse(batch)?;
+            let min_timestamp = records::min_timestamp(&batch[..header.total_len()]);
+            active.note_batch(
+                &header,
+                min_timestamp,
+                start + position as u64,
+                index_interval_bytes,
+                true,
+            );
             position += header.total_len();
         }
         Ok(AppendInfo {
@@ -628,6 +636,23 @@ impl PartitionLog {
             }
         }
         Ok(None)
+    }
+
+    /// From `offset` on, the first run of batches that can hold a record with a timestamp in
+    /// `[low, high)`: where to start reading (never before `offset`) and the offset where the
+    /// run ends (a batch at or after it need not be read). `None` if no batch at or after
+    /// `offset` can. Exact bounds come from each segment's zones (runs of about 64 KiB of
+    /// batches with their least and greatest record timestamps); a compressed CreateTime batch
+    /// counts as possibly older than anything.
+    pub fn next_in_time_range(&self, offset: i64, low: i64, high: i64) -> Option<(i64, i64)> {
+        let first = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset)
+            .max(1)
+            - 1;
+        self.segments[first..]
+            .iter()
+            .find_map(|segment| segment.next_in_time_range(offset, low, high))
     }
 
     /// An offset roughly `bytes` before the log end, at a batch boundary (for replaying the

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use records::{BATCH_HEADER_LEN, BatchHeader, Compression, TimestampType};
 
 use crate::LogError;
-use crate::index::{OffsetIndex, TimeIndex};
+use crate::index::{OffsetIndex, TimeIndex, ZoneIndex};
 
 /// Bytes read at a time when scanning a segment at recovery.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -33,8 +33,14 @@ pub(crate) struct Segment {
     pub(crate) roll_base_ms: Option<i64>,
     pub(crate) offset_index: OffsetIndex,
     pub(crate) time_index: TimeIndex,
+    /// `None` for a sealed segment loaded without a zone file (written before zones existed):
+    /// its timestamps are then known only up to `max_timestamp`.
+    pub(crate) zone_index: Option<ZoneIndex>,
     pub(crate) bytes_since_index_entry: u64,
 }
+
+/// The index files next to a segment's `.log`.
+const INDEX_EXTENSIONS: [&str; 3] = ["index", "timeindex", "zoneindex"];
 
 impl Segment {
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
@@ -45,7 +51,7 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|source| LogError::io("creating", &path, source))?;
-        for extension in ["index", "timeindex"] {
+        for extension in INDEX_EXTENSIONS {
             let stale = dir.join(file_name(base_offset, extension));
             let _ = fs::remove_file(stale);
         }
@@ -64,6 +70,7 @@ impl Segment {
             roll_base_ms: None,
             offset_index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
+            zone_index: Some(ZoneIndex::default()),
             bytes_since_index_entry: 0,
         }
     }
@@ -136,10 +143,23 @@ impl Segment {
         let scan_from = last_entry.map_or(0, |(_, position)| position);
         self.offset_index = offset_index;
         self.time_index = time_index;
+        self.zone_index = fs::read(self.index_path("zoneindex"))
+            .ok()
+            .and_then(|bytes| ZoneIndex::decode(&bytes));
         let time_index_max = self.time_index.last();
         let end = self.scan(scan_from as u64, file_size, index_interval_bytes, false)?;
         if end.problem.is_some() {
             return Ok(false);
+        }
+        // Zones must start inside the segment, or they describe some other file.
+        let relative_end = (self.next_offset - self.base_offset) as u64;
+        if let Some(zones) = &self.zone_index
+            && zones
+                .entries
+                .last()
+                .is_some_and(|&(relative_offset, _, _)| relative_offset as u64 >= relative_end)
+        {
+            self.zone_index = None;
         }
         if let Some((timestamp, relative_offset)) = time_index_max
             && timestamp >= self.max_timestamp
@@ -193,6 +213,7 @@ impl Segment {
         self.roll_base_ms = None;
         self.offset_index = OffsetIndex::default();
         self.time_index = TimeIndex::default();
+        self.zone_index = Some(ZoneIndex::default());
         self.bytes_since_index_entry = 0;
     }
 
@@ -266,21 +287,36 @@ impl Segment {
                     header.base_offset
                 ));
             }
-            self.note_batch(&header, position, index_interval_bytes, index);
+            let min_timestamp = if index {
+                records::min_timestamp(&buffer[at..at + total as usize])
+            } else {
+                None
+            };
+            self.note_batch(&header, min_timestamp, position, index_interval_bytes, index);
             position += total;
         };
         Ok(Scanned { problem })
     }
 
-    /// Bookkeeping for a batch now stored at `position`.
+    /// Bookkeeping for a batch now stored at `position`; `min_timestamp` is its least record
+    /// timestamp when known (see `records::min_timestamp`).
     pub(crate) fn note_batch(
         &mut self,
         header: &BatchHeader,
+        min_timestamp: Option<i64>,
         position: u64,
         index_interval_bytes: u64,
         index: bool,
     ) {
         let relative_offset = (header.base_offset - self.base_offset) as u32;
+        if index && let Some(zones) = &mut self.zone_index {
+            zones.note(
+                relative_offset,
+                min_timestamp,
+                header.max_timestamp,
+                header.total_len() as u64,
+            );
+        }
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
             self.offset_of_max_timestamp = header.base_offset;
@@ -302,6 +338,26 @@ impl Segment {
         Ok(self.read_header(0, self.size)?.max_timestamp)
     }
 
+    /// See `PartitionLog::next_in_time_range`; `offset` may lie before this segment.
+    pub(crate) fn next_in_time_range(
+        &self,
+        offset: i64,
+        low: i64,
+        high: i64,
+    ) -> Option<(i64, i64)> {
+        let offset = offset.max(self.base_offset);
+        if self.size == 0 || offset >= self.next_offset || self.max_timestamp < low {
+            return None;
+        }
+        let Some(zones) = &self.zone_index else {
+            return Some((offset, self.next_offset));
+        };
+        let relative_offset = (offset - self.base_offset) as u32;
+        let (start, end) = zones.next_match(relative_offset, low, high)?;
+        let end = end.map_or(self.next_offset, |end| self.base_offset + end as i64);
+        Some((self.base_offset + start as i64, end))
+    }
+
     /// Adds the final time-index entry and writes both index files whole. Not fsynced here:
     /// the flush that follows a roll syncs them (see `docs/log-format.md`).
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
@@ -310,10 +366,14 @@ impl Segment {
             self.time_index
                 .maybe_push(self.max_timestamp, relative_offset);
         }
-        for (extension, bytes) in [
+        let mut files = vec![
             ("index", self.offset_index.encode()),
             ("timeindex", self.time_index.encode()),
-        ] {
+        ];
+        if let Some(zones) = &self.zone_index {
+            files.push(("zoneindex", zones.encode()));
+        }
+        for (extension, bytes) in files {
             let path = self.index_path(extension);
             fs::write(&path, bytes).map_err(|source| LogError::io("writing", &path, source))?;
         }
@@ -322,7 +382,7 @@ impl Segment {
 
     /// The index files, opened for a later fsync.
     pub(crate) fn index_files(&self) -> Vec<(PathBuf, Arc<File>)> {
-        ["index", "timeindex"]
+        INDEX_EXTENSIONS
             .into_iter()
             .filter_map(|extension| {
                 let path = self.index_path(extension);
@@ -334,7 +394,7 @@ impl Segment {
     pub(crate) fn delete_files(&self) -> Result<(), LogError> {
         fs::remove_file(&self.path)
             .map_err(|source| LogError::io("deleting", &self.path, source))?;
-        for extension in ["index", "timeindex"] {
+        for extension in INDEX_EXTENSIONS {
             let path = self.index_path(extension);
             match fs::remove_file(&path) {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {

@@ -651,6 +651,26 @@ fn check_model(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .find(|r| r.timestamp_ms >= timestamp_ms)
                     .map(|r| (r.offset, r.timestamp_ms));
                 prop_assert_eq!(log.offset_for_timestamp(timestamp_ms).unwrap(), expected);
+                // Every record in [t, t + 100) lies in a run of batches the zones give.
+                let (low, high) = (timestamp_ms, timestamp_ms + 100);
+                let mut runs = Vec::new();
+                let mut at = start;
+                while let Some((from, to)) = log.next_in_time_range(at, low, high) {
+                    prop_assert!(from >= at && to > from, "run {}..{} from {}", from, to, at);
+                    runs.push((from, to));
+                    at = to;
+                }
+                for record in model.iter().filter(|r| {
+                    r.offset >= start && r.timestamp_ms >= low && r.timestamp_ms < high
+                }) {
+                    prop_assert!(
+                        runs.iter()
+                            .any(|&(from, to)| from <= record.offset && record.offset < to),
+                        "record {:?} is in no run of {:?}",
+                        record,
+                        runs
+                    );
+                }
             }
             Op::Retention => {
                 let before = log.size_bytes();

@@ -27,7 +27,9 @@ use std::ops::Range;
 
 pub use builder::{BatchBuilder, ProducerIdentity, SimpleRecord, build_uncompressed_batch};
 pub use encoder::{BatchEncoder, RecordFields};
-pub use record::{Header, HeaderIter, Record, RecordIter, records, records_in_section};
+pub use record::{
+    Header, HeaderIter, Record, RecordIter, min_timestamp, records, records_in_section,
+};
 
 /// Bytes in a v2 batch header, from `baseOffset` to the end of `recordCount`.
 pub const BATCH_HEADER_LEN: usize = 61;

@@ -193,6 +193,44 @@ impl<'a> RecordIter<'a> {
     }
 }
 
+/// The least record timestamp of a stored batch, when it is known without decompressing: a
+/// LogAppendTime batch's append time, or the least of an uncompressed CreateTime batch's record
+/// timestamps (only each record's length and timestamp delta are read). `None` for a compressed
+/// CreateTime batch and for bytes that are not a well-formed batch.
+///
+/// ```
+/// let batch = records::BatchBuilder::new(0).record(None, None, 50).record(None, None, 20).build();
+/// assert_eq!(records::min_timestamp(&batch), Some(20));
+/// ```
+pub fn min_timestamp(batch: &[u8]) -> Option<i64> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if header.timestamp_type() == crate::TimestampType::LogAppendTime {
+        return Some(header.max_timestamp);
+    }
+    if header.compression().ok()? != Compression::None {
+        return None;
+    }
+    let section = batch.get(BATCH_HEADER_LEN..header.total_len())?;
+    let mut cursor = Cursor {
+        bytes: section,
+        position: 0,
+    };
+    let mut least = None::<i64>;
+    for _ in 0..header.record_count.max(0) {
+        let length = usize::try_from(cursor.varint().ok()?).ok()?;
+        let end = cursor.position.checked_add(length)?;
+        cursor.u8().ok()?;
+        let delta = cursor.varlong().ok()?;
+        if cursor.position > end || end > section.len() {
+            return None;
+        }
+        cursor.position = end;
+        let timestamp = header.base_timestamp.wrapping_add(delta);
+        least = Some(least.map_or(timestamp, |least| least.min(timestamp)));
+    }
+    (cursor.position == section.len()).then_some(least).flatten()
+}
+
 fn read_header<'a>(cursor: &mut Cursor<'a>) -> Result<Header<'a>, &'static str> {
     let key = cursor.nullable_bytes()?.ok_or("null header key")?;
     let value = cursor.nullable_bytes()?;
