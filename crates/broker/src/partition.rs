@@ -101,6 +101,13 @@ impl Partition {
         self.state.read().log.log_start_offset()
     }
 
+    /// In the local log, from `offset` on, the first run of batches that can hold a record
+    /// timestamped in `[low, high)`, as (start, end) offsets: see
+    /// `log::PartitionLog::next_in_time_range`.
+    pub fn next_in_time_range(&self, offset: i64, low: i64, high: i64) -> Option<(i64, i64)> {
+        self.state.read().log.next_in_time_range(offset, low, high)
+    }
+
     /// The cold tier's manifest, if it has been loaded.
     pub fn cold_manifest(&self) -> Option<Arc<tier::Manifest>> {
         self.cold.read().clone()
@@ -214,6 +221,17 @@ impl Partition {
     /// Whole batches from `offset` in the local log, never past the high watermark. An offset
     /// in a gap between the cold tier and the local log reads from the local start.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, KafkaError> {
+        self.read_until(offset, max_bytes, i64::MAX)
+    }
+
+    /// As [`Partition::read`], also stopping before the first batch that reaches `end_offset`
+    /// (pass a batch boundary).
+    pub fn read_until(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<ReadResult, KafkaError> {
         let high_watermark = self.high_watermark();
         let log_start_offset = self.log_start_offset();
         let state = self.state.read();
@@ -236,7 +254,9 @@ impl Partition {
         let records = if offset >= high_watermark {
             Bytes::new()
         } else {
-            state.log.read_until(offset, max_bytes, high_watermark)?
+            state
+                .log
+                .read_until(offset, max_bytes, high_watermark.min(end_offset))?
         };
         Ok(ReadResult {
             records,

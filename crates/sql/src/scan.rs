@@ -407,10 +407,25 @@ impl PartitionScan {
                 offset = last;
                 continue;
             }
+            // With a time range, only the runs of batches whose zones can match are read.
+            // (The run ends at a batch boundary: reading stops before it.)
+            let mut run_end = range.offsets.1;
+            let mut read_end = i64::MAX;
+            if range.timestamps != (i64::MIN, i64::MAX) {
+                let (low, high) = range.timestamps;
+                match self.plan.partition.next_in_time_range(offset, low, high) {
+                    Some((from, to)) if from < range.offsets.1 => {
+                        offset = from;
+                        run_end = to.min(range.offsets.1);
+                        read_end = to;
+                    }
+                    _ => break,
+                }
+            }
             let read = self
                 .plan
                 .partition
-                .read(offset, HOT_READ_BYTES)
+                .read_until(offset, HOT_READ_BYTES, read_end)
                 .map_err(|error| DataFusionError::External(Box::new(error)))?;
             if read.records.is_empty() {
                 break;
@@ -420,8 +435,8 @@ impl PartitionScan {
             for batch in records::stored_batches(&read.records) {
                 let (header, bytes) =
                     batch.map_err(|error| DataFusionError::External(Box::new(error)))?;
-                if header.base_offset >= range.offsets.1 {
-                    next = range.offsets.1;
+                if header.base_offset >= run_end {
+                    next = run_end;
                     break;
                 }
                 let added = self.builder.add_batch(&read.records[bytes], &range)?;
