@@ -205,7 +205,11 @@ impl ZoneIndex {
             let offset = u32::from_be_bytes(chunk[0..4].try_into().ok()?);
             let min = i64::from_be_bytes(chunk[4..12].try_into().ok()?);
             let max = i64::from_be_bytes(chunk[12..20].try_into().ok()?);
-            if min > max || entries.last().is_some_and(|&(previous, _, _)| offset <= previous) {
+            if min > max
+                || entries
+                    .last()
+                    .is_some_and(|&(previous, _, _)| offset <= previous)
+            {
                 return None;
             }
             entries.push((offset, min, max));

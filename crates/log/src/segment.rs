@@ -292,7 +292,13 @@ impl Segment {
             } else {
                 None
             };
-            self.note_batch(&header, min_timestamp, position, index_interval_bytes, index);
+            self.note_batch(
+                &header,
+                min_timestamp,
+                position,
+                index_interval_bytes,
+                index,
+            );
             position += total;
         };
         Ok(Scanned { problem })

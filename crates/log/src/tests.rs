@@ -660,9 +660,10 @@ fn check_model(config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     runs.push((from, to));
                     at = to;
                 }
-                for record in model.iter().filter(|r| {
-                    r.offset >= start && r.timestamp_ms >= low && r.timestamp_ms < high
-                }) {
+                for record in model
+                    .iter()
+                    .filter(|r| r.offset >= start && r.timestamp_ms >= low && r.timestamp_ms < high)
+                {
                     prop_assert!(
                         runs.iter()
                             .any(|&(from, to)| from <= record.offset && record.offset < to),

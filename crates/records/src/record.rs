@@ -228,7 +228,9 @@ pub fn min_timestamp(batch: &[u8]) -> Option<i64> {
         let timestamp = header.base_timestamp.wrapping_add(delta);
         least = Some(least.map_or(timestamp, |least| least.min(timestamp)));
     }
-    (cursor.position == section.len()).then_some(least).flatten()
+    (cursor.position == section.len())
+        .then_some(least)
+        .flatten()
 }
 
 fn read_header<'a>(cursor: &mut Cursor<'a>) -> Result<Header<'a>, &'static str> {

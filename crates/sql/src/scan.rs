@@ -10,7 +10,6 @@ use arrow::array::{
     Array, AsArray, BinaryArray, Int64Array, ListArray, RecordBatch, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
-use bytes::Bytes;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -23,7 +22,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::file::statistics::Statistics;
 use tier::ObjectEntry;
 
@@ -464,18 +465,18 @@ impl PartitionScan {
                 entry.key
             ))
         })?;
-        let bytes: Bytes = self
+        let failed = |error: &dyn std::fmt::Display| {
+            DataFusionError::Execution(format!("reading cold object {}: {error}", entry.key))
+        };
+        // The footer (kept by the store once parsed), then only the column chunks needed.
+        let metadata = self
             .runtime
-            .block_on(store.get(&entry.key))
-            .map_err(|error| {
-                DataFusionError::Execution(format!("reading cold object {}: {error}", entry.key))
-            })?;
-        self.metrics.cold_bytes.add(bytes.len());
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|error| {
-            DataFusionError::Execution(format!("cold object {}: {error}", entry.key))
-        })?;
+            .block_on(store.parquet_footer(&entry.key, entry.size_bytes))
+            .map_err(|error| failed(&error))?;
+        let reader_metadata =
+            ArrowReaderMetadata::try_new(Arc::clone(&metadata), ArrowReaderOptions::new())
+                .map_err(|error| failed(&error))?;
         // Row groups whose offsets or timestamps cannot match are skipped.
-        let metadata = builder.metadata().clone();
         let columns = metadata.file_metadata().schema_descr();
         let column_index = |name: &str| {
             columns
@@ -516,7 +517,7 @@ impl PartitionScan {
         if row_groups.is_empty() {
             return Ok(());
         }
-        let arrow_schema = builder.schema().clone();
+        let arrow_schema = Arc::clone(reader_metadata.schema());
         // Typed value columns written for the topic's current schema are read as they are.
         let typed = self.builder.needs_decoded()
             && entry.value_schema.is_some()
@@ -546,8 +547,19 @@ impl PartitionScan {
             .iter()
             .filter_map(|name| arrow_schema.index_of(name).ok())
             .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder
+        let mask = ProjectionMask::roots(reader_metadata.parquet_schema(), roots);
+        let parts = self
+            .runtime
+            .block_on(store.parquet_chunks(
+                &entry.key,
+                entry.size_bytes,
+                &metadata,
+                &row_groups,
+                &mask,
+            ))
+            .map_err(|error| failed(&error))?;
+        self.metrics.cold_bytes.add(parts.fetched);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(parts, reader_metadata)
             .with_row_groups(row_groups)
             .with_projection(mask)
             .with_batch_size(BATCH_ROWS)

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod convert;
 pub mod manifest;
+pub mod ranged;
 pub mod store;
 pub mod upload;
 

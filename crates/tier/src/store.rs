@@ -88,6 +88,8 @@ pub enum StoreError {
         key: String,
         timeout: Duration,
     },
+    #[error("cold object {key} is not readable Parquet: {reason}")]
+    Corrupt { key: String, reason: String },
     #[error("cold store call `{operation} {key}` failed: {source}")]
     Store {
         operation: &'static str,
@@ -101,10 +103,16 @@ impl StoreError {
     fn is_final(&self) -> bool {
         matches!(
             self,
-            StoreError::NotFound { .. } | StoreError::Conflict { .. } | StoreError::Config(_)
+            StoreError::NotFound { .. }
+                | StoreError::Conflict { .. }
+                | StoreError::Config(_)
+                | StoreError::Corrupt { .. }
         )
     }
 }
+
+/// Memory for parsed Parquet footers of cold objects.
+const FOOTER_CACHE_BYTES: usize = 64 << 20;
 
 /// An object listed under a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +128,8 @@ pub struct TierStore {
     description: String,
     options: StoreOptions,
     permits: Arc<Semaphore>,
+    /// Parsed Parquet footers (see `ranged`).
+    footers: Arc<crate::ranged::Footers>,
 }
 
 impl std::fmt::Debug for TierStore {
@@ -189,8 +199,13 @@ impl TierStore {
             inner,
             description,
             permits: Arc::new(Semaphore::new(options.concurrency.max(1))),
+            footers: Arc::new(crate::ranged::Footers::new(FOOTER_CACHE_BYTES)),
             options,
         })
+    }
+
+    pub(crate) fn footers(&self) -> &crate::ranged::Footers {
+        &self.footers
     }
 
     /// Runs one store call with a permit, a timeout per attempt and retries with backoff.
@@ -284,6 +299,25 @@ impl TierStore {
                     .map_err(|source| Self::wrap("get", key, source))?;
                 result
                     .bytes()
+                    .await
+                    .map_err(|source| Self::wrap("get", key, source))
+            }
+        })
+        .await
+    }
+
+    /// Byte ranges of `key`, in the order asked (the store may fetch close ones together).
+    pub async fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let path = ObjectPath::from(key);
+        self.call("get", key, || {
+            let path = &path;
+            async move {
+                self.inner
+                    .get_ranges(path, ranges)
                     .await
                     .map_err(|source| Self::wrap("get", key, source))
             }
