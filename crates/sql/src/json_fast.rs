@@ -62,7 +62,9 @@ pub fn decode_projected(
     let rows = values.len();
     let mut kinds = Vec::with_capacity(fields.len());
     for (at, field) in fields.iter().enumerate() {
-        let duplicate = fields[..at].iter().any(|other| other.name() == field.name());
+        let duplicate = fields[..at]
+            .iter()
+            .any(|other| other.name() == field.name());
         if !field.is_nullable() || duplicate {
             return None;
         }
@@ -176,7 +178,10 @@ impl Column {
             return Some(array);
         }
         // Timestamps: the same i64s under the field's type.
-        let data = array.into_data().into_builder().data_type(data_type.clone());
+        let data = array
+            .into_data()
+            .into_builder()
+            .data_type(data_type.clone());
         data.build().ok().map(make_array)
     }
 }
@@ -203,7 +208,7 @@ impl ObjectDecoder<'_> {
     }
 
     fn field_of(&self, key: &[u8]) -> Option<usize> {
-        self.names.iter().position(|name| *name == key)
+        self.names.iter().position(|name| same_bytes(name, key))
     }
 
     fn decode(&mut self, value: &[u8]) -> Option<()> {
@@ -337,6 +342,29 @@ impl ObjectDecoder<'_> {
     }
 }
 
+/// `a == b`, without a call to `memcmp` for the short names of fields.
+#[inline]
+fn same_bytes(mut a: &[u8], mut b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    while a.len() >= 8 {
+        let (a_head, a_tail) = a.split_at(8);
+        let (b_head, b_tail) = b.split_at(8);
+        if u64::from_ne_bytes(a_head.try_into().unwrap())
+            != u64::from_ne_bytes(b_head.try_into().unwrap())
+        {
+            return false;
+        }
+        (a, b) = (a_tail, b_tail);
+    }
+    let mut equal = true;
+    for (x, y) in a.iter().zip(b) {
+        equal &= x == y;
+    }
+    equal
+}
+
 #[inline]
 fn is_whitespace(byte: u8) -> bool {
     matches!(byte, b' ' | b'\n' | b'\r' | b'\t')
@@ -362,7 +390,8 @@ static STRING_SPECIAL: [bool; 256] = {
     let mut table = [false; 256];
     let mut byte = 0;
     while byte < 256 {
-        table[byte] = byte < 0x20 || byte >= 0x80 || byte == b'"' as usize || byte == b'\\' as usize;
+        table[byte] =
+            byte < 0x20 || byte >= 0x80 || byte == b'"' as usize || byte == b'\\' as usize;
         byte += 1;
     }
     table
@@ -480,9 +509,9 @@ fn unescape(raw: &[u8], out: &mut Vec<u8>) {
 struct ScannedNumber {
     end: usize,
     negative: bool,
-    /// The first significant digits (all of them unless `truncated`).
-    mantissa: u64,
-    truncated: bool,
+    /// All the digits, integer and fraction, as one integer, when they are at most 19 (so they
+    /// fit); `None` for longer numbers.
+    mantissa: Option<u64>,
     /// Whether there was a fraction or an exponent.
     decimal: bool,
     /// The power of ten to scale `mantissa` by (saturated far out of `f64` range).
@@ -498,13 +527,14 @@ impl ScannedNumber {
     /// The value as an `i64` when it is an integer in range (as arrow-json's integer parse).
     #[inline]
     fn integer(&self) -> Option<i64> {
-        if self.decimal || self.truncated {
+        if self.decimal {
             return None;
         }
+        let mantissa = self.mantissa?;
         if self.negative {
-            0i64.checked_sub_unsigned(self.mantissa)
+            0i64.checked_sub_unsigned(mantissa)
         } else {
-            i64::try_from(self.mantissa).ok()
+            i64::try_from(mantissa).ok()
         }
     }
 
@@ -512,8 +542,11 @@ impl ScannedNumber {
     #[inline]
     fn to_f64(&self, value: &[u8], start: usize) -> f64 {
         // Clinger's fast path: an exact mantissa and an exact power of ten round once.
-        if !self.truncated && self.mantissa < 1 << 53 && (-22..=22).contains(&self.exponent) {
-            let mantissa = self.mantissa as f64;
+        if let Some(mantissa) = self.mantissa
+            && mantissa < 1 << 53
+            && (-22..=22).contains(&self.exponent)
+        {
+            let mantissa = mantissa as f64;
             let scaled = if self.exponent >= 0 {
                 mantissa * POWERS_OF_TEN[self.exponent as usize]
             } else {
@@ -527,58 +560,47 @@ impl ScannedNumber {
     }
 }
 
+/// Where the run of ASCII digits from `at` ends.
+#[inline]
+fn digits_end(value: &[u8], mut at: usize) -> usize {
+    while at < value.len() && value[at].is_ascii_digit() {
+        at += 1;
+    }
+    at
+}
+
+/// Accumulates the digits of `digits` onto `mantissa`.
+#[inline]
+fn accumulate(mut mantissa: u64, digits: &[u8]) -> u64 {
+    for &digit in digits {
+        mantissa = mantissa * 10 + (digit - b'0') as u64;
+    }
+    mantissa
+}
+
 /// Scans the JSON number at `at`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
 #[inline]
 fn scan_number(value: &[u8], start: usize) -> Option<ScannedNumber> {
-    let mut at = start;
-    let negative = value.get(at) == Some(&b'-');
-    if negative {
-        at += 1;
-    }
-    let mut mantissa: u64 = 0;
-    let mut digits = 0u32;
-    let mut truncated = false;
-    let mut exponent: i64 = 0;
-    let mut take_digit = |digit: u8, fraction: bool| {
-        if mantissa == 0 && digit == 0 {
-            // Leading zeros carry no precision.
-        } else if digits < 19 {
-            mantissa = mantissa * 10 + digit as u64;
-            digits += 1;
-        } else {
-            truncated = true;
-            if !fraction {
-                exponent += 1;
-            }
-            return;
-        }
-        if fraction {
-            exponent -= 1;
-        }
-    };
-    match *value.get(at)? {
-        b'0' => at += 1,
-        b'1'..=b'9' => {
-            while let Some(&byte @ b'0'..=b'9') = value.get(at) {
-                take_digit(byte - b'0', false);
-                at += 1;
-            }
-        }
+    let negative = value.get(start) == Some(&b'-');
+    let integer_start = start + negative as usize;
+    let integer_end = match *value.get(integer_start)? {
+        b'0' => integer_start + 1,
+        b'1'..=b'9' => digits_end(value, integer_start + 1),
         _ => return None,
-    }
+    };
+    let mut at = integer_end;
     let mut decimal = false;
+    let mut fraction = (at, at);
     if value.get(at) == Some(&b'.') {
         decimal = true;
-        at += 1;
-        let first = at;
-        while let Some(&byte @ b'0'..=b'9') = value.get(at) {
-            take_digit(byte - b'0', true);
-            at += 1;
-        }
-        if at == first {
+        let end = digits_end(value, at + 1);
+        if end == at + 1 {
             return None;
         }
+        fraction = (at + 1, end);
+        at = end;
     }
+    let mut exponent: i64 = 0;
     if let Some(b'e' | b'E') = value.get(at) {
         decimal = true;
         at += 1;
@@ -593,24 +615,30 @@ fn scan_number(value: &[u8], start: usize) -> Option<ScannedNumber> {
             }
             _ => false,
         };
-        let first = at;
-        let mut written: i64 = 0;
-        while let Some(&byte @ b'0'..=b'9') = value.get(at) {
-            written = (written * 10 + (byte - b'0') as i64).min(1 << 40);
-            at += 1;
-        }
-        if at == first {
+        let end = digits_end(value, at);
+        if end == at {
             return None;
         }
-        exponent += if negative_exponent { -written } else { written };
+        for &digit in &value[at..end] {
+            exponent = (exponent * 10 + (digit - b'0') as i64).min(1 << 40);
+        }
+        if negative_exponent {
+            exponent = -exponent;
+        }
+        at = end;
     }
+    let fraction_digits = fraction.1 - fraction.0;
+    // Up to 19 digits fit a u64 (leading zeros included: they add nothing).
+    let mantissa = (integer_end - integer_start + fraction_digits <= 19).then(|| {
+        let integer = accumulate(0, &value[integer_start..integer_end]);
+        accumulate(integer, &value[fraction.0..fraction.1])
+    });
     Some(ScannedNumber {
         end: at,
         negative,
         mantissa,
-        truncated,
         decimal,
-        exponent,
+        exponent: exponent - fraction_digits as i64,
     })
 }
 
@@ -701,7 +729,11 @@ mod tests {
         masks.push(vec![false; fields]);
         for mask in &masks {
             let some = decode_projected(schema, mask, values);
-            assert_eq!(some.is_some(), all.is_some(), "projection {mask:?} changed the answer");
+            assert_eq!(
+                some.is_some(),
+                all.is_some(),
+                "projection {mask:?} changed the answer"
+            );
             if let Some(columns) = some {
                 for (field, column) in columns.iter().enumerate() {
                     assert_eq!(column.is_some(), mask[field]);
@@ -808,7 +840,11 @@ mod tests {
             check(value, !value.contains("01.5"));
         }
         // Nesting up to the limit.
-        let deep = format!("{{\"x\":{}{}}}", "[".repeat(NESTING_MAX), "]".repeat(NESTING_MAX));
+        let deep = format!(
+            "{{\"x\":{}{}}}",
+            "[".repeat(NESTING_MAX),
+            "]".repeat(NESTING_MAX)
+        );
         check(&deep, true);
     }
 
@@ -966,6 +1002,41 @@ mod tests {
     }
 
     #[test]
+    fn a_projection_changes_neither_rows_nor_errors() {
+        let format = crate::format::ValueFormat::Json {
+            schema: schema(),
+            strict: false,
+        };
+        let only_s = [true, false, false, false, false, false, false];
+        for values in [
+            binary(&[Some(br#"{"s":"a","i":"one"}"#), Some(br#"{"s":"b","i":2}"#)]),
+            binary(&[
+                Some(br#"{"s":"a","i":1}"#),
+                None,
+                Some(br#"{"s":"b","i":2}"#),
+            ]),
+        ] {
+            let all = crate::format::decode(&format, &values).unwrap();
+            let projected = crate::format::decode_wanted(&format, &values, Some(&only_s)).unwrap();
+            assert_eq!(all.errors.to_data(), projected.errors.to_data());
+            assert_eq!(all.columns[0].to_data(), projected.columns[0].to_data());
+            assert_eq!(projected.columns.len(), 7);
+            assert!(
+                projected
+                    .columns
+                    .iter()
+                    .all(|column| column.len() == values.len())
+            );
+        }
+        let values = binary(&[Some(br#"{"s":"a","i":"one"}"#)]);
+        let projected = crate::format::decode_wanted(&format, &values, Some(&only_s)).unwrap();
+        assert!(
+            !projected.errors.is_null(0),
+            "the unwanted `i` is still checked"
+        );
+    }
+
+    #[test]
     fn schemas_with_other_types_fall_back() {
         let values = binary(&[Some(b"{}")]);
         for data_type in [
@@ -995,8 +1066,12 @@ mod tests {
 
     fn number() -> impl Strategy<Value = String> {
         let digits = |range: std::ops::Range<usize>| {
-            proptest::collection::vec(0u8..10, range)
-                .prop_map(|digits| digits.iter().map(|d| char::from(b'0' + d)).collect::<String>())
+            proptest::collection::vec(0u8..10, range).prop_map(|digits| {
+                digits
+                    .iter()
+                    .map(|d| char::from(b'0' + d))
+                    .collect::<String>()
+            })
         };
         prop_oneof![
             any::<i64>().prop_map(|n| n.to_string()),
@@ -1008,7 +1083,10 @@ mod tests {
             any::<f32>().prop_map(|f| format!("{:e}", f)),
             (
                 any::<bool>(),
-                prop_oneof![Just("0".to_string()), (1u8..10, digits(0..25)).prop_map(|(d, rest)| format!("{d}{rest}"))],
+                prop_oneof![
+                    Just("0".to_string()),
+                    (1u8..10, digits(0..25)).prop_map(|(d, rest)| format!("{d}{rest}"))
+                ],
                 proptest::option::of(digits(1..25)),
                 proptest::option::of((
                     prop_oneof![Just("e"), Just("E")],
@@ -1053,7 +1131,9 @@ mod tests {
             .prop_map(String::from),
         ];
         let high_planes = prop_oneof![
-            Just("\\uD840\\uDC00"), Just("\\uDBFF\\uDFFF"), Just("\\uD87E\\uDC04"),
+            Just("\\uD840\\uDC00"),
+            Just("\\uDBFF\\uDFFF"),
+            Just("\\uD87E\\uDC04"),
         ]
         .prop_map(String::from);
         let piece = if all_planes {
@@ -1093,17 +1173,20 @@ mod tests {
         leaf.prop_recursive(4, 24, 4, move |inner| {
             prop_oneof![
                 proptest::collection::vec((whitespace(), inner.clone()), 0..4).prop_map(|items| {
-                    let items: Vec<String> =
-                        items.into_iter().map(|(space, item)| format!("{space}{item}")).collect();
+                    let items: Vec<String> = items
+                        .into_iter()
+                        .map(|(space, item)| format!("{space}{item}"))
+                        .collect();
                     format!("[{}]", items.join(","))
                 }),
-                proptest::collection::vec((key_of(all_planes), whitespace(), inner), 0..4).prop_map(|entries| {
-                    let entries: Vec<String> = entries
-                        .into_iter()
-                        .map(|(key, space, value)| format!("{key}{space}:{value}"))
-                        .collect();
-                    format!("{{{}}}", entries.join(","))
-                }),
+                proptest::collection::vec((key_of(all_planes), whitespace(), inner), 0..4)
+                    .prop_map(|entries| {
+                        let entries: Vec<String> = entries
+                            .into_iter()
+                            .map(|(key, space, value)| format!("{key}{space}:{value}"))
+                            .collect();
+                        format!("{{{}}}", entries.join(","))
+                    }),
             ]
         })
     }
@@ -1125,19 +1208,29 @@ mod tests {
             .map(|field| proptest::option::of(typed(field)).boxed())
             .collect();
         let unknown = proptest::collection::vec(
-            (string_of(false).prop_filter("not a schema key", |key| {
-                let bare = &key[1..key.len() - 1];
-                !SCHEMA_KEYS.contains(&bare) && bare != "\\u0073"
-            }), json_of(false)),
+            (
+                string_of(false).prop_filter("not a schema key", |key| {
+                    let bare = &key[1..key.len() - 1];
+                    !SCHEMA_KEYS.contains(&bare) && bare != "\\u0073"
+                }),
+                json_of(false),
+            ),
             0..3,
         );
-        (fields, unknown, whitespace(), Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()))
+        (
+            fields,
+            unknown,
+            whitespace(),
+            Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+        )
             .prop_map(|(fields, unknown, space, seed)| {
                 let mut entries: Vec<String> = fields
                     .iter()
                     .enumerate()
                     .filter_map(|(field, value)| {
-                        value.as_ref().map(|value| format!("\"{}\":{value}", SCHEMA_KEYS[field]))
+                        value
+                            .as_ref()
+                            .map(|value| format!("\"{}\":{value}", SCHEMA_KEYS[field]))
                     })
                     .chain(unknown.iter().map(|(key, value)| format!("{key}:{value}")))
                     .collect();
@@ -1162,12 +1255,28 @@ mod tests {
             }),
             1 => json(),
         ];
-        let mutation = (any::<proptest::sample::Index>(), 0u8..3, prop_oneof![
-            Just(b'"'), Just(b'\\'), Just(b','), Just(b'}'), Just(b'{'), Just(b'0'), Just(b'.'),
-            Just(b'e'), Just(b' '), Just(0xc3), Just(0xff), Just(b'\n'), Just(b'u'), Just(b'-'),
-        ]);
-        let mutated = (text, proptest::collection::vec(mutation, 0..3)).prop_map(
-            |(text, mutations)| {
+        let mutation = (
+            any::<proptest::sample::Index>(),
+            0u8..3,
+            prop_oneof![
+                Just(b'"'),
+                Just(b'\\'),
+                Just(b','),
+                Just(b'}'),
+                Just(b'{'),
+                Just(b'0'),
+                Just(b'.'),
+                Just(b'e'),
+                Just(b' '),
+                Just(0xc3),
+                Just(0xff),
+                Just(b'\n'),
+                Just(b'u'),
+                Just(b'-'),
+            ],
+        );
+        let mutated =
+            (text, proptest::collection::vec(mutation, 0..3)).prop_map(|(text, mutations)| {
                 let mut bytes = text.into_bytes();
                 for (at, op, byte) in mutations {
                     if bytes.is_empty() {
@@ -1183,8 +1292,7 @@ mod tests {
                     }
                 }
                 bytes
-            },
-        );
+            });
         prop_oneof![8 => mutated.prop_map(Some), 1 => Just(None)]
     }
 
