@@ -11,6 +11,7 @@ pub mod ctas;
 pub mod engine;
 pub mod format;
 pub mod insert;
+pub mod json_fast;
 pub mod pg;
 pub mod provider;
 pub mod rows;

@@ -304,15 +304,18 @@ impl RowsBuilder {
         } else {
             None
         };
+        let value_fields = self.format.fields().len();
         let decoded = match &values {
             Some(values)
                 if self.format.decodes() && self.projection.iter().any(|&index| index > 6) =>
             {
-                Some(format::decode(&self.format, values)?)
+                let wanted: Vec<bool> = (0..value_fields)
+                    .map(|field| self.projection.contains(&(7 + field)))
+                    .collect();
+                Some(format::decode_wanted(&self.format, values, Some(&wanted))?)
             }
             _ => None,
         };
-        let value_fields = self.format.fields().len();
         let mut columns = Vec::with_capacity(self.projection.len());
         for &index in &self.projection {
             let column: ArrayRef = match index {

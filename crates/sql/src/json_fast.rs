@@ -1,0 +1,1320 @@
+//! A one-pass decoder for the common shape of JSON values: one flat object per value, fields of
+//! plain types. It gives exactly what `format::decode_all` (arrow-json's tape decoder with
+//! `coerce_primitive`) gives, or says `None` and the caller decodes the whole run the exact way.
+//!
+//! The happy subset, value by value (anything else makes the whole run `None`):
+//! - a NULL slot, which is a row of NULLs;
+//! - one JSON object, optionally surrounded by JSON whitespace, in strict JSON syntax (no control
+//!   characters in strings, no leading zeros, no stray commas), valid UTF-8 in every string;
+//! - a schema field appears at most once (compared after unescaping, as arrow-json compares);
+//!   keys outside the schema may repeat and may hold any valid JSON, up to [`NESTING_MAX`] deep;
+//! - a schema field holds `null`, or: a string for `Utf8`; an integer (no fraction, no
+//!   exponent) in range for `Int64`, `Int32` and `Timestamp` (without a time zone or in UTC);
+//!   any number for `Float64` and `Float32`; `true` or `false` for `Boolean`.
+//!
+//! Every field is checked, wanted or not, so a projection never changes which rows decode.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow::array::{Array, BinaryArray};
+//! use arrow::datatypes::{DataType, Field, Schema};
+//!
+//! let schema = Arc::new(Schema::new(vec![
+//!     Field::new("device", DataType::Utf8, true),
+//!     Field::new("metric", DataType::Float64, true),
+//! ]));
+//! let values = BinaryArray::from_iter([Some(&br#"{"device":"a","metric":1.5}"#[..]), None]);
+//! let columns = sql::json_fast::decode_projected(&schema, &[false, true], &values).unwrap();
+//! assert!(columns[0].is_none());
+//! assert_eq!(columns[1].as_ref().unwrap().null_count(), 1);
+//! // A string where a number belongs is for the exact decoder to judge.
+//! let values = BinaryArray::from_iter([Some(&br#"{"metric":"1.5"}"#[..])]);
+//! assert!(sql::json_fast::decode_projected(&schema, &[false, true], &values).is_none());
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
+    Int64Builder, StringBuilder, make_array,
+};
+use arrow::datatypes::{DataType, SchemaRef};
+
+/// The deepest nesting of arrays and objects skipped inside an unknown key; deeper values are
+/// rare in events and go to the exact decoder rather than deepen this one's stack.
+pub const NESTING_MAX: usize = 64;
+
+/// The most schema fields this decoder tracks per object (one bit each).
+pub const FIELDS_MAX: usize = 128;
+
+/// Decodes `values` (one JSON object per row; NULL for a tombstone) into `schema`'s columns:
+/// `Some(column)` for each field `wanted`, `None` for the others. `None` overall when some
+/// value or field type is outside the happy subset (see the module docs).
+pub fn decode_projected(
+    schema: &SchemaRef,
+    wanted: &[bool],
+    values: &BinaryArray,
+) -> Option<Vec<Option<ArrayRef>>> {
+    let fields = schema.fields();
+    if fields.len() != wanted.len() || fields.len() > FIELDS_MAX {
+        return None;
+    }
+    let rows = values.len();
+    let mut kinds = Vec::with_capacity(fields.len());
+    for (at, field) in fields.iter().enumerate() {
+        let duplicate = fields[..at]
+            .iter()
+            .any(|other| other.name() == field.name());
+        if !field.is_nullable() || duplicate {
+            return None;
+        }
+        kinds.push(Kind::of(field.data_type())?);
+    }
+    let names: Vec<&[u8]> = fields.iter().map(|field| field.name().as_bytes()).collect();
+    let text_bytes = values.value_data().len() / 2;
+    let mut columns: Vec<Option<Column>> = kinds
+        .iter()
+        .zip(wanted)
+        .map(|(&kind, &wanted)| wanted.then(|| Column::new(kind, rows, text_bytes)))
+        .collect();
+    let mut decoder = ObjectDecoder {
+        names: &names,
+        kinds: &kinds,
+        columns: &mut columns,
+        scratch: Vec::new(),
+    };
+    let data = values.value_data();
+    let offsets = values.value_offsets();
+    for row in 0..rows {
+        if values.is_null(row) {
+            decoder.append_nulls(0);
+            continue;
+        }
+        let value = &data[offsets[row] as usize..offsets[row + 1] as usize];
+        decoder.decode(value)?;
+    }
+    columns
+        .into_iter()
+        .zip(fields.iter())
+        .map(|(column, field)| match column {
+            Some(column) => column.finish(field.data_type()).map(Some),
+            None => Some(None),
+        })
+        .collect()
+}
+
+/// A field type the decoder handles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Utf8,
+    Int64,
+    Int32,
+    Float64,
+    Float32,
+    Boolean,
+    /// An `Int64` underneath, of the field's exact timestamp type.
+    Timestamp,
+}
+
+impl Kind {
+    fn of(data_type: &DataType) -> Option<Kind> {
+        Some(match data_type {
+            DataType::Utf8 => Kind::Utf8,
+            DataType::Int64 => Kind::Int64,
+            DataType::Int32 => Kind::Int32,
+            DataType::Float64 => Kind::Float64,
+            DataType::Float32 => Kind::Float32,
+            DataType::Boolean => Kind::Boolean,
+            // arrow-json parses the zone when it builds its decoder; only these are sure to.
+            DataType::Timestamp(_, None) => Kind::Timestamp,
+            DataType::Timestamp(_, Some(zone)) if zone.as_ref() == "UTC" => Kind::Timestamp,
+            _ => return None,
+        })
+    }
+}
+
+enum Column {
+    Utf8(StringBuilder),
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Float64(Float64Builder),
+    Float32(Float32Builder),
+    Boolean(BooleanBuilder),
+}
+
+impl Column {
+    fn new(kind: Kind, rows: usize, text_bytes: usize) -> Column {
+        match kind {
+            Kind::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, text_bytes)),
+            Kind::Int64 | Kind::Timestamp => Column::Int64(Int64Builder::with_capacity(rows)),
+            Kind::Int32 => Column::Int32(Int32Builder::with_capacity(rows)),
+            Kind::Float64 => Column::Float64(Float64Builder::with_capacity(rows)),
+            Kind::Float32 => Column::Float32(Float32Builder::with_capacity(rows)),
+            Kind::Boolean => Column::Boolean(BooleanBuilder::with_capacity(rows)),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Column::Utf8(builder) => builder.append_null(),
+            Column::Int64(builder) => builder.append_null(),
+            Column::Int32(builder) => builder.append_null(),
+            Column::Float64(builder) => builder.append_null(),
+            Column::Float32(builder) => builder.append_null(),
+            Column::Boolean(builder) => builder.append_null(),
+        }
+    }
+
+    fn finish(mut self, data_type: &DataType) -> Option<ArrayRef> {
+        let array: ArrayRef = match &mut self {
+            Column::Utf8(builder) => Arc::new(builder.finish()),
+            Column::Int64(builder) => Arc::new(builder.finish()),
+            Column::Int32(builder) => Arc::new(builder.finish()),
+            Column::Float64(builder) => Arc::new(builder.finish()),
+            Column::Float32(builder) => Arc::new(builder.finish()),
+            Column::Boolean(builder) => Arc::new(builder.finish()),
+        };
+        if array.data_type() == data_type {
+            return Some(array);
+        }
+        // Timestamps: the same i64s under the field's type.
+        let data = array
+            .into_data()
+            .into_builder()
+            .data_type(data_type.clone());
+        data.build().ok().map(make_array)
+    }
+}
+
+/// Decodes one object per call into the columns.
+struct ObjectDecoder<'a> {
+    names: &'a [&'a [u8]],
+    kinds: &'a [Kind],
+    columns: &'a mut [Option<Column>],
+    /// Unescaped text of the current key or string.
+    scratch: Vec<u8>,
+}
+
+impl ObjectDecoder<'_> {
+    /// Appends NULL to every wanted column whose bit is not in `seen`.
+    fn append_nulls(&mut self, seen: u128) {
+        for (field, column) in self.columns.iter_mut().enumerate() {
+            if let Some(column) = column
+                && seen & (1 << field) == 0
+            {
+                column.append_null();
+            }
+        }
+    }
+
+    fn field_of(&self, key: &[u8]) -> Option<usize> {
+        self.names.iter().position(|name| same_bytes(name, key))
+    }
+
+    fn decode(&mut self, value: &[u8]) -> Option<()> {
+        let mut at = skip_whitespace(value, 0);
+        if value.get(at) != Some(&b'{') {
+            return None;
+        }
+        at = skip_whitespace(value, at + 1);
+        let mut seen: u128 = 0;
+        if value.get(at) == Some(&b'}') {
+            at += 1;
+        } else {
+            loop {
+                if value.get(at) != Some(&b'"') {
+                    return None;
+                }
+                let key = scan_string(value, at + 1)?;
+                let field = if key.escaped {
+                    unescape(&value[at + 1..key.end], &mut self.scratch);
+                    self.field_of(&self.scratch)
+                } else {
+                    self.field_of(&value[at + 1..key.end])
+                };
+                at = skip_whitespace(value, key.end + 1);
+                if value.get(at) != Some(&b':') {
+                    return None;
+                }
+                at = skip_whitespace(value, at + 1);
+                at = match field {
+                    Some(field) => {
+                        // arrow-json keeps the last of repeated fields and checks only it.
+                        if seen & (1 << field) != 0 {
+                            return None;
+                        }
+                        seen |= 1 << field;
+                        self.decode_field(value, at, field)?
+                    }
+                    None => skip_value(value, at, 0)?,
+                };
+                at = skip_whitespace(value, at);
+                match value.get(at) {
+                    Some(b',') => at = skip_whitespace(value, at + 1),
+                    Some(b'}') => {
+                        at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        if skip_whitespace(value, at) != value.len() {
+            return None;
+        }
+        self.append_nulls(seen);
+        Some(())
+    }
+
+    /// Decodes the value at `at` of schema field `field`; returns where it ends.
+    fn decode_field(&mut self, value: &[u8], at: usize, field: usize) -> Option<usize> {
+        let column = self.columns[field].as_mut();
+        if value.get(at) == Some(&b'n') {
+            let end = literal(value, at, b"null")?;
+            if let Some(column) = column {
+                column.append_null();
+            }
+            return Some(end);
+        }
+        match self.kinds[field] {
+            Kind::Utf8 => {
+                if value.get(at) != Some(&b'"') {
+                    return None;
+                }
+                let text = scan_string(value, at + 1)?;
+                if let Some(Column::Utf8(builder)) = column {
+                    let raw = &value[at + 1..text.end];
+                    let bytes = if text.escaped {
+                        unescape(raw, &mut self.scratch);
+                        &self.scratch[..]
+                    } else {
+                        raw
+                    };
+                    // SAFETY: `scan_string` checked the raw text is UTF-8 and every escape
+                    // stands for a whole scalar value.
+                    builder.append_value(unsafe { std::str::from_utf8_unchecked(bytes) });
+                }
+                Some(text.end + 1)
+            }
+            Kind::Int64 | Kind::Timestamp | Kind::Int32 => {
+                let number = scan_number(value, at)?;
+                let integer = number.integer()?;
+                match column {
+                    Some(Column::Int64(builder)) => builder.append_value(integer),
+                    Some(Column::Int32(builder)) => {
+                        builder.append_value(i32::try_from(integer).ok()?)
+                    }
+                    _ if self.kinds[field] == Kind::Int32 => {
+                        i32::try_from(integer).ok()?;
+                    }
+                    _ => {}
+                }
+                Some(number.end)
+            }
+            Kind::Float64 => {
+                let number = scan_number(value, at)?;
+                if let Some(Column::Float64(builder)) = column {
+                    builder.append_value(number.to_f64(value, at));
+                }
+                Some(number.end)
+            }
+            Kind::Float32 => {
+                let number = scan_number(value, at)?;
+                if let Some(Column::Float32(builder)) = column {
+                    // SAFETY: `scan_number` checked the span is a JSON number, ASCII.
+                    let text = unsafe { std::str::from_utf8_unchecked(&value[at..number.end]) };
+                    builder.append_value(text.parse::<f32>().ok()?);
+                }
+                Some(number.end)
+            }
+            Kind::Boolean => {
+                let (flag, end) = match value.get(at) {
+                    Some(b't') => (true, literal(value, at, b"true")?),
+                    Some(b'f') => (false, literal(value, at, b"false")?),
+                    _ => return None,
+                };
+                if let Some(Column::Boolean(builder)) = column {
+                    builder.append_value(flag);
+                }
+                Some(end)
+            }
+        }
+    }
+}
+
+/// `a == b`, without a call to `memcmp` for the short names of fields.
+#[inline]
+fn same_bytes(mut a: &[u8], mut b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    while a.len() >= 8 {
+        let (a_head, a_tail) = a.split_at(8);
+        let (b_head, b_tail) = b.split_at(8);
+        if u64::from_ne_bytes(a_head.try_into().unwrap())
+            != u64::from_ne_bytes(b_head.try_into().unwrap())
+        {
+            return false;
+        }
+        (a, b) = (a_tail, b_tail);
+    }
+    let mut equal = true;
+    for (x, y) in a.iter().zip(b) {
+        equal &= x == y;
+    }
+    equal
+}
+
+#[inline]
+fn is_whitespace(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+#[inline]
+fn skip_whitespace(value: &[u8], mut at: usize) -> usize {
+    while at < value.len() && is_whitespace(value[at]) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the literal `word` at `at` ends.
+#[inline]
+fn literal(value: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    let end = at + word.len();
+    (value.get(at..end)? == word).then_some(end)
+}
+
+/// Bytes that end the plain run of a string: `"`, `\`, control characters and non-ASCII.
+static STRING_SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] =
+            byte < 0x20 || byte >= 0x80 || byte == b'"' as usize || byte == b'\\' as usize;
+        byte += 1;
+    }
+    table
+};
+
+struct ScannedString {
+    /// The index of the closing quote.
+    end: usize,
+    escaped: bool,
+}
+
+/// Checks the string whose text starts at `at` (after the opening quote): valid escapes, whole
+/// surrogate pairs, no control characters, valid UTF-8.
+#[inline]
+fn scan_string(value: &[u8], start: usize) -> Option<ScannedString> {
+    let mut at = start;
+    let mut escaped = false;
+    let mut non_ascii = false;
+    loop {
+        while at < value.len() && !STRING_SPECIAL[value[at] as usize] {
+            at += 1;
+        }
+        match *value.get(at)? {
+            b'"' => break,
+            b'\\' => {
+                escaped = true;
+                at = scan_escape(value, at + 1)?;
+            }
+            byte if byte >= 0x80 => {
+                non_ascii = true;
+                at += 1;
+            }
+            _ => return None,
+        }
+    }
+    // Escapes are ASCII, so they cannot split a multi-byte character of valid text.
+    if non_ascii {
+        std::str::from_utf8(&value[start..at]).ok()?;
+    }
+    Some(ScannedString { end: at, escaped })
+}
+
+/// Checks the escape whose letter is at `at`; returns where it ends.
+#[inline]
+fn scan_escape(value: &[u8], at: usize) -> Option<usize> {
+    match *value.get(at)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 1),
+        b'u' => {
+            let unit = hex4(value, at + 1)?;
+            match unit {
+                // arrow-json 58 joins a pair as `(high - 0xD800) << 10 | (low - 0xDC00 + 0x10000)`,
+                // which is right only while the two terms share no bit: up to high 0xD83F
+                // (planes 1, emoji among them). Higher planes are for it to decode.
+                0xD800..=0xD83F => {
+                    if value.get(at + 5..at + 7)? != b"\\u" {
+                        return None;
+                    }
+                    let low = hex4(value, at + 7)?;
+                    (0xDC00..=0xDFFF).contains(&low).then_some(at + 11)
+                }
+                0xD840..=0xDFFF => None,
+                _ => Some(at + 5),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn hex4(value: &[u8], at: usize) -> Option<u32> {
+    let mut unit = 0;
+    for &byte in value.get(at..at + 4)? {
+        unit = unit << 4 | (byte as char).to_digit(16)?;
+    }
+    Some(unit)
+}
+
+/// The text of `raw` (checked by `scan_string`) with its escapes resolved, into `out`.
+fn unescape(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut at = 0;
+    while at < raw.len() {
+        let byte = raw[at];
+        if byte != b'\\' {
+            out.push(byte);
+            at += 1;
+            continue;
+        }
+        let resolved = match raw[at + 1] {
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let unit = hex4(raw, at + 2).expect("checked escape");
+                let (scalar, length) = if (0xD800..=0xDBFF).contains(&unit) {
+                    let low = hex4(raw, at + 8).expect("checked surrogate pair");
+                    (0x1_0000 + ((unit - 0xD800) << 10) + (low - 0xDC00), 12)
+                } else {
+                    (unit, 6)
+                };
+                let scalar = char::from_u32(scalar).expect("checked scalar value");
+                out.extend_from_slice(scalar.encode_utf8(&mut [0; 4]).as_bytes());
+                at += length;
+                continue;
+            }
+            other => other,
+        };
+        out.push(resolved);
+        at += 2;
+    }
+}
+
+/// A JSON number, scanned.
+struct ScannedNumber {
+    end: usize,
+    negative: bool,
+    /// All the digits, integer and fraction, as one integer, when they are at most 19 (so they
+    /// fit); `None` for longer numbers.
+    mantissa: Option<u64>,
+    /// Whether there was a fraction or an exponent.
+    decimal: bool,
+    /// The power of ten to scale `mantissa` by (saturated far out of `f64` range).
+    exponent: i64,
+}
+
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+impl ScannedNumber {
+    /// The value as an `i64` when it is an integer in range (as arrow-json's integer parse).
+    #[inline]
+    fn integer(&self) -> Option<i64> {
+        if self.decimal {
+            return None;
+        }
+        let mantissa = self.mantissa?;
+        if self.negative {
+            0i64.checked_sub_unsigned(mantissa)
+        } else {
+            i64::try_from(mantissa).ok()
+        }
+    }
+
+    /// The value as the correctly rounded `f64`, as arrow-json's parse gives it.
+    #[inline]
+    fn to_f64(&self, value: &[u8], start: usize) -> f64 {
+        // Clinger's fast path: an exact mantissa and an exact power of ten round once.
+        if let Some(mantissa) = self.mantissa
+            && mantissa < 1 << 53
+            && (-22..=22).contains(&self.exponent)
+        {
+            let mantissa = mantissa as f64;
+            let scaled = if self.exponent >= 0 {
+                mantissa * POWERS_OF_TEN[self.exponent as usize]
+            } else {
+                mantissa / POWERS_OF_TEN[-self.exponent as usize]
+            };
+            return if self.negative { -scaled } else { scaled };
+        }
+        // SAFETY: `scan_number` checked the span is a JSON number, ASCII.
+        let text = unsafe { std::str::from_utf8_unchecked(&value[start..self.end]) };
+        text.parse::<f64>().expect("a JSON number parses")
+    }
+}
+
+/// Where the run of ASCII digits from `at` ends.
+#[inline]
+fn digits_end(value: &[u8], mut at: usize) -> usize {
+    while at < value.len() && value[at].is_ascii_digit() {
+        at += 1;
+    }
+    at
+}
+
+/// Accumulates the digits of `digits` onto `mantissa`.
+#[inline]
+fn accumulate(mut mantissa: u64, digits: &[u8]) -> u64 {
+    for &digit in digits {
+        mantissa = mantissa * 10 + (digit - b'0') as u64;
+    }
+    mantissa
+}
+
+/// Scans the JSON number at `at`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+#[inline]
+fn scan_number(value: &[u8], start: usize) -> Option<ScannedNumber> {
+    let negative = value.get(start) == Some(&b'-');
+    let integer_start = start + negative as usize;
+    let integer_end = match *value.get(integer_start)? {
+        b'0' => integer_start + 1,
+        b'1'..=b'9' => digits_end(value, integer_start + 1),
+        _ => return None,
+    };
+    let mut at = integer_end;
+    let mut decimal = false;
+    let mut fraction = (at, at);
+    if value.get(at) == Some(&b'.') {
+        decimal = true;
+        let end = digits_end(value, at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        fraction = (at + 1, end);
+        at = end;
+    }
+    let mut exponent: i64 = 0;
+    if let Some(b'e' | b'E') = value.get(at) {
+        decimal = true;
+        at += 1;
+        let negative_exponent = match value.get(at) {
+            Some(b'-') => {
+                at += 1;
+                true
+            }
+            Some(b'+') => {
+                at += 1;
+                false
+            }
+            _ => false,
+        };
+        let end = digits_end(value, at);
+        if end == at {
+            return None;
+        }
+        for &digit in &value[at..end] {
+            exponent = (exponent * 10 + (digit - b'0') as i64).min(1 << 40);
+        }
+        if negative_exponent {
+            exponent = -exponent;
+        }
+        at = end;
+    }
+    let fraction_digits = fraction.1 - fraction.0;
+    // Up to 19 digits fit a u64 (leading zeros included: they add nothing).
+    let mantissa = (integer_end - integer_start + fraction_digits <= 19).then(|| {
+        let integer = accumulate(0, &value[integer_start..integer_end]);
+        accumulate(integer, &value[fraction.0..fraction.1])
+    });
+    Some(ScannedNumber {
+        end: at,
+        negative,
+        mantissa,
+        decimal,
+        exponent: exponent - fraction_digits as i64,
+    })
+}
+
+/// Checks the JSON value at `at` (of any type) and returns where it ends.
+fn skip_value(value: &[u8], at: usize, depth: usize) -> Option<usize> {
+    match *value.get(at)? {
+        b'"' => Some(scan_string(value, at + 1)?.end + 1),
+        b'-' | b'0'..=b'9' => Some(scan_number(value, at)?.end),
+        b't' => literal(value, at, b"true"),
+        b'f' => literal(value, at, b"false"),
+        b'n' => literal(value, at, b"null"),
+        open @ (b'[' | b'{') => {
+            if depth >= NESTING_MAX {
+                return None;
+            }
+            let close = if open == b'[' { b']' } else { b'}' };
+            let mut at = skip_whitespace(value, at + 1);
+            if value.get(at) == Some(&close) {
+                return Some(at + 1);
+            }
+            loop {
+                if open == b'{' {
+                    if value.get(at) != Some(&b'"') {
+                        return None;
+                    }
+                    at = skip_whitespace(value, scan_string(value, at + 1)?.end + 1);
+                    if value.get(at) != Some(&b':') {
+                        return None;
+                    }
+                    at = skip_whitespace(value, at + 1);
+                }
+                at = skip_whitespace(value, skip_value(value, at, depth + 1)?);
+                match *value.get(at)? {
+                    b',' => at = skip_whitespace(value, at + 1),
+                    byte if byte == close => return Some(at + 1),
+                    _ => return None,
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{AsArray, RecordBatch};
+    use arrow::datatypes::{Field, Float64Type, Schema, TimeUnit};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One field of every handled type.
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("i", DataType::Int64, true),
+            Field::new("n", DataType::Int32, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("g", DataType::Float32, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+        ]))
+    }
+
+    fn binary(values: &[Option<&[u8]>]) -> BinaryArray {
+        BinaryArray::from_iter(values.iter().copied())
+    }
+
+    /// What the exact decoder gives for the whole run, when every value decodes.
+    fn exact(schema: &SchemaRef, values: &BinaryArray) -> Option<RecordBatch> {
+        crate::format::decode_all(schema, false, values, None)
+            .ok()
+            .filter(|batch| batch.num_rows() == values.len())
+    }
+
+    /// Decodes `values` with every projection of one field and with all fields; whenever the
+    /// fast path answers, its columns are the exact decoder's. Returns whether it answered.
+    fn agrees(schema: &SchemaRef, values: &BinaryArray) -> bool {
+        let fields = schema.fields().len();
+        let all = decode_projected(schema, &vec![true; fields], values);
+        let mut masks: Vec<Vec<bool>> = (0..fields)
+            .map(|only| (0..fields).map(|field| field == only).collect())
+            .collect();
+        masks.push(vec![false; fields]);
+        for mask in &masks {
+            let some = decode_projected(schema, mask, values);
+            assert_eq!(
+                some.is_some(),
+                all.is_some(),
+                "projection {mask:?} changed the answer"
+            );
+            if let Some(columns) = some {
+                for (field, column) in columns.iter().enumerate() {
+                    assert_eq!(column.is_some(), mask[field]);
+                }
+            }
+        }
+        let Some(columns) = all else {
+            return false;
+        };
+        let batch = exact(schema, values).expect("the exact decoder takes what the fast one does");
+        for (field, column) in columns.iter().enumerate() {
+            let column = column.as_ref().expect("wanted");
+            let expected = batch.column(field);
+            assert_eq!(
+                column.to_data(),
+                expected.to_data(),
+                "field {}: fast {column:?} exact {expected:?}",
+                schema.field(field).name()
+            );
+            // ArrayData equality of floats is by value in places; the bits must match too.
+            if let DataType::Float64 = column.data_type() {
+                let bits = |array: &ArrayRef| -> Vec<Option<u64>> {
+                    let array = array.as_primitive::<Float64Type>();
+                    array.iter().map(|v| v.map(f64::to_bits)).collect()
+                };
+                assert_eq!(bits(column), bits(expected));
+            }
+        }
+        true
+    }
+
+    fn check(value: &str, taken: bool) {
+        check_bytes(value.as_bytes(), taken);
+    }
+
+    fn check_bytes(value: &[u8], taken: bool) {
+        let values = binary(&[Some(value)]);
+        let answered = agrees(&schema(), &values);
+        assert_eq!(
+            answered,
+            taken,
+            "{:?}: the fast path {}",
+            String::from_utf8_lossy(value),
+            if answered { "answered" } else { "fell back" }
+        );
+    }
+
+    #[test]
+    fn objects_of_the_happy_subset_decode_as_arrow_json_does() {
+        for value in [
+            "{}",
+            " {} ",
+            "\t{\"s\" : \"a\" ,\"i\":1}\r\n",
+            r#"{"s":"a","i":-7,"n":3,"f":1.5,"g":2.25,"b":true,"t":1700000000123}"#,
+            r#"{"s":null,"i":null,"n":null,"f":null,"g":null,"b":null,"t":null}"#,
+            r#"{"b":false}"#,
+            // Escapes, surrogate pairs, NUL, raw UTF-8.
+            r#"{"s":"a\"b\\c\/d\b\f\n\r\t"}"#,
+            r#"{"s":"\u0041\u00e9\u20AC\ud83d\ude00"}"#,
+            r#"{"s":"\u0000"}"#,
+            r#"{"s":"\ud800\udc00\uD83F\uDFFF"}"#,
+            r#"{"s":"héllo €😀"}"#,
+            r#"{"s":""}"#,
+            // Keys compare unescaped; unknown keys may repeat.
+            r#"{"\u0073":"x"}"#,
+            r#"{"\u00e9":1,"é":2}"#,
+            r#"{"x":1,"x":"two"}"#,
+            r#"{"S":1,"ss":2,"":3}"#,
+            // Nested values under unknown keys.
+            r#"{"x":{"a":[1,2,{"b":null}],"c":"d"},"s":"a"}"#,
+            r#"{"x":[],"y":{},"z":[[[ ]]],"w":[{"s":1,"s":2}]}"#,
+            r#"{"x":[true,false,null,-1.5e-3,"\ud83d\ude00"]}"#,
+            // Numbers.
+            r#"{"f":-0}"#,
+            r#"{"f":-0.0}"#,
+            r#"{"f":0}"#,
+            r#"{"f":1E5,"g":1e5}"#,
+            r#"{"f":1e+5,"g":1E-5}"#,
+            r#"{"f":0.1,"g":0.1}"#,
+            r#"{"f":0.30000000000000004}"#,
+            r#"{"f":123456789012345678901234567890}"#,
+            r#"{"f":9007199254740993}"#,
+            r#"{"f":1.7976931348623157e308}"#,
+            r#"{"f":4.9e-324}"#,
+            r#"{"f":2.2250738585072011e-308}"#,
+            r#"{"f":0.000000000000000000000000000001}"#,
+            r#"{"f":1e22,"g":1e-22}"#,
+            r#"{"f":1e23}"#,
+            r#"{"f":1e400,"g":1e39}"#,
+            r#"{"f":-1e400}"#,
+            r#"{"f":1e-400,"g":1e-50}"#,
+            r#"{"f":1e99999999999999999999}"#,
+            r#"{"f":3.4028235e38,"g":3.4028235e38}"#,
+            r#"{"g":1.00000017881393432617187499}"#,
+            r#"{"g":16777217}"#,
+            r#"{"i":9223372036854775807,"t":-9223372036854775808}"#,
+            r#"{"i":-9223372036854775808}"#,
+            r#"{"i":-0,"n":-0,"t":0}"#,
+            r#"{"n":2147483647}"#,
+            r#"{"n":-2147483648}"#,
+            r#"{"x":01.5e999999999999999999999999}"#,
+        ] {
+            // The last one is not JSON (a leading zero) and stays with the exact decoder.
+            check(value, !value.contains("01.5"));
+        }
+        // Nesting up to the limit.
+        let deep = format!(
+            "{{\"x\":{}{}}}",
+            "[".repeat(NESTING_MAX),
+            "]".repeat(NESTING_MAX)
+        );
+        check(&deep, true);
+    }
+
+    #[test]
+    fn anything_else_falls_back_to_the_exact_decoder() {
+        for value in [
+            // Repeated schema fields (arrow-json would keep and check only the last).
+            r#"{"s":"a","s":"b"}"#,
+            r#"{"s":"a","\u0073":1}"#,
+            r#"{"i":"x","i":1}"#,
+            // Wrong types, which arrow-json coerces or rejects.
+            r#"{"s":1}"#,
+            r#"{"s":true}"#,
+            r#"{"s":[]}"#,
+            r#"{"s":{}}"#,
+            r#"{"i":"1"}"#,
+            r#"{"i":1.0}"#,
+            r#"{"i":1e2}"#,
+            r#"{"i":9223372036854775808}"#,
+            r#"{"i":-9223372036854775809}"#,
+            r#"{"i":12345678901234567890123}"#,
+            r#"{"n":2147483648}"#,
+            r#"{"n":-2147483649}"#,
+            r#"{"t":"2024-01-01T00:00:00Z"}"#,
+            r#"{"t":1.5}"#,
+            r#"{"b":1}"#,
+            r#"{"b":"true"}"#,
+            r#"{"f":"1.5"}"#,
+            r#"{"f":true}"#,
+            r#"{"g":[1]}"#,
+            // Not one object.
+            "",
+            "  ",
+            "null",
+            "[]",
+            "1",
+            r#""s""#,
+            "{}x",
+            "{}{}",
+            "{} {}",
+            r#"{"s":"a"}}"#,
+            r#"{"s":"a"}]"#,
+            // Syntax arrow-json forgives.
+            r#"{"s":"a",}"#,
+            r#"{,"s":"a"}"#,
+            r#"{"s":"a",,"i":1}"#,
+            r#"{"s":"a" "i":1}"#,
+            r#"{"x":[1,]}"#,
+            r#"{"x":[,1]}"#,
+            r#"{"x":[1 2]}"#,
+            r#"{"x":01}"#,
+            r#"{"x":-01}"#,
+            r#"{"f":01}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":.5}"#,
+            r#"{"x":1e}"#,
+            r#"{"x":1e+}"#,
+            r#"{"x":+1}"#,
+            r#"{"x":-}"#,
+            r#"{"x":1-2}"#,
+            "{\"s\":\"a\tb\"}",
+            "{\"x\":\"\n\"}",
+            // Syntax nobody forgives.
+            r#"{"s" "a"}"#,
+            r#"{"s":}"#,
+            r#"{s:"a"}"#,
+            r#"{"x":tru}"#,
+            r#"{"x":nul}"#,
+            r#"{"x":nullx}"#,
+            r#"{"b":truee}"#,
+            r#"{"x":{"a"}}"#,
+            r#"{"x":{"a":1,}}"#,
+            r#"{"x":[}"#,
+            r#"{"s":"a"#,
+            r#"{"s":"#,
+            r#"{"s":"a""#,
+            r#"{"s""#,
+            "{",
+            // Bad escapes and surrogates, in fields and in skipped values.
+            r#"{"s":"a\x"}"#,
+            r#"{"s":"\u12"}"#,
+            r#"{"s":"\u12g4"}"#,
+            r#"{"s":"\ud83d"}"#,
+            r#"{"s":"\ude00"}"#,
+            r#"{"s":"\ud83d\u0041"}"#,
+            r#"{"s":"\ud83d\n"}"#,
+            r#"{"x":"\ud83d"}"#,
+            r#"{"\ud83d":1}"#,
+            // Pairs past plane 1, which arrow-json 58 joins wrongly (see below).
+            r#"{"s":"\ud840\udc00"}"#,
+            r#"{"x":"\udbff\udfff"}"#,
+            r#"{"x":["\q"]}"#,
+        ] {
+            check(value, false);
+        }
+        // Invalid UTF-8 anywhere in a string, also where it is skipped.
+        for value in [
+            &b"{\"s\":\"\xff\"}"[..],
+            b"{\"s\":\"\xc3\"}",
+            b"{\"s\":\"\xc0\xaf\"}",
+            b"{\"s\":\"\xed\xa0\x80\"}",
+            b"{\"x\":\"\xc3\"}",
+            b"{\"\xc3\":1}",
+            b"{\"x\":[\"\xe2\x82\"]}",
+            b"{\"s\":\"\xc3\\n\xa9\"}",
+            b"{\"s\":\"a\"}\xff",
+            b"\xef\xbb\xbf{}",
+        ] {
+            check_bytes(value, false);
+        }
+        // Nesting past the limit.
+        let deep = format!(
+            "{{\"x\":{}{}}}",
+            "[".repeat(NESTING_MAX + 1),
+            "]".repeat(NESTING_MAX + 1)
+        );
+        check(&deep, false);
+    }
+
+    /// When arrow-json joins surrogate pairs right, `scan_escape` may take all of them.
+    #[test]
+    fn arrow_json_joins_pairs_past_plane_one_wrongly() {
+        let values = binary(&[Some(br#"{"s":"\ud840\udc00\udbff\udfff"}"#)]);
+        let batch = exact(&schema(), &values).unwrap();
+        let text = batch.column(0).as_string::<i32>().value(0).to_string();
+        assert_eq!(text, "\u{10000}\u{FFFFF}", "not U+20000 U+10FFFF");
+    }
+
+    #[test]
+    fn null_slots_are_rows_of_nulls_and_runs_decode_together() {
+        let values = binary(&[
+            Some(br#"{"s":"a","f":1.5,"i":1}"#),
+            None,
+            Some(br#"{"f":2,"x":[1]}"#),
+            Some(b"{}"),
+            Some(br#"{"i":3,"s":"c\u00e9"}"#),
+        ]);
+        assert!(agrees(&schema(), &values));
+        let columns = decode_projected(&schema(), &[true; 7], &values).unwrap();
+        let s = columns[0].as_ref().unwrap().as_string::<i32>();
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            [Some("a"), None, None, None, Some("cé")]
+        );
+        let f = columns[3].as_ref().unwrap().as_primitive::<Float64Type>();
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            [Some(1.5), None, Some(2.0), None, None]
+        );
+        // One bad value anywhere sends the whole run back.
+        let values = binary(&[Some(br#"{"s":"a"}"#), None, Some(br#"{"s":2}"#)]);
+        assert!(decode_projected(&schema(), &[true; 7], &values).is_none());
+        // An empty run.
+        assert!(agrees(&schema(), &binary(&[])));
+    }
+
+    #[test]
+    fn a_projection_changes_neither_rows_nor_errors() {
+        let format = crate::format::ValueFormat::Json {
+            schema: schema(),
+            strict: false,
+        };
+        let only_s = [true, false, false, false, false, false, false];
+        for values in [
+            binary(&[Some(br#"{"s":"a","i":"one"}"#), Some(br#"{"s":"b","i":2}"#)]),
+            binary(&[
+                Some(br#"{"s":"a","i":1}"#),
+                None,
+                Some(br#"{"s":"b","i":2}"#),
+            ]),
+        ] {
+            let all = crate::format::decode(&format, &values).unwrap();
+            let projected = crate::format::decode_wanted(&format, &values, Some(&only_s)).unwrap();
+            assert_eq!(all.errors.to_data(), projected.errors.to_data());
+            assert_eq!(all.columns[0].to_data(), projected.columns[0].to_data());
+            assert_eq!(projected.columns.len(), 7);
+            assert!(
+                projected
+                    .columns
+                    .iter()
+                    .all(|column| column.len() == values.len())
+            );
+        }
+        let values = binary(&[Some(br#"{"s":"a","i":"one"}"#)]);
+        let projected = crate::format::decode_wanted(&format, &values, Some(&only_s)).unwrap();
+        assert!(
+            !projected.errors.is_null(0),
+            "the unwanted `i` is still checked"
+        );
+    }
+
+    #[test]
+    fn schemas_with_other_types_fall_back() {
+        let values = binary(&[Some(b"{}")]);
+        for data_type in [
+            DataType::Utf8View,
+            DataType::Int16,
+            DataType::Date32,
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+01:00".into())),
+        ] {
+            let schema = Arc::new(Schema::new(vec![Field::new("a", data_type, true)]));
+            assert!(decode_projected(&schema, &[false], &values).is_none());
+        }
+        let required = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
+        assert!(decode_projected(&required, &[true], &values).is_none());
+        let negative_zero = binary(&[Some(br#"{"f":-0}"#)]);
+        let columns = decode_projected(&schema(), &[true; 7], &negative_zero).unwrap();
+        let f = columns[3].as_ref().unwrap().as_primitive::<Float64Type>();
+        assert!(f.value(0).is_sign_negative());
+    }
+
+    // Property tests: random JSON-ish values, valid or mutated.
+
+    const SCHEMA_KEYS: [&str; 7] = ["s", "i", "n", "f", "g", "b", "t"];
+
+    fn whitespace() -> impl Strategy<Value = &'static str> {
+        prop_oneof![4 => Just(""), 1 => Just(" "), 1 => Just("\n"), 1 => Just("\t \r")]
+    }
+
+    fn number() -> impl Strategy<Value = String> {
+        let digits = |range: std::ops::Range<usize>| {
+            proptest::collection::vec(0u8..10, range).prop_map(|digits| {
+                digits
+                    .iter()
+                    .map(|d| char::from(b'0' + d))
+                    .collect::<String>()
+            })
+        };
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<i32>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:?}")),
+            any::<f32>().prop_map(|f| format!("{:e}", f)),
+            (
+                any::<bool>(),
+                prop_oneof![
+                    Just("0".to_string()),
+                    (1u8..10, digits(0..25)).prop_map(|(d, rest)| format!("{d}{rest}"))
+                ],
+                proptest::option::of(digits(1..25)),
+                proptest::option::of((
+                    prop_oneof![Just("e"), Just("E")],
+                    prop_oneof![Just(""), Just("+"), Just("-")],
+                    digits(1..5)
+                )),
+            )
+                .prop_map(|(negative, integer, fraction, exponent)| {
+                    let mut text = String::new();
+                    if negative {
+                        text.push('-');
+                    }
+                    text.push_str(&integer);
+                    if let Some(fraction) = fraction {
+                        text.push('.');
+                        text.push_str(&fraction);
+                    }
+                    if let Some((e, sign, digits)) = exponent {
+                        text.push_str(e);
+                        text.push_str(sign);
+                        text.push_str(&digits);
+                    }
+                    text
+                }),
+        ]
+    }
+
+    /// A JSON string literal, quotes included; valid JSON.
+    /// With `all_planes`, also escaped surrogate pairs the fast path leaves to arrow-json.
+    fn string_of(all_planes: bool) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            6 => proptest::char::range('a', 'z').prop_map(String::from),
+            2 => any::<char>()
+                .prop_filter("not special", |c| *c >= ' ' && *c != '"' && *c != '\\')
+                .prop_map(String::from),
+            1 => prop_oneof![
+                Just("\\\""), Just("\\\\"), Just("\\/"), Just("\\b"), Just("\\f"), Just("\\n"),
+                Just("\\r"), Just("\\t"), Just("\\u0000"), Just("\\u00e9"), Just("\\u20AC"),
+                Just("\\ud83d\\ude00"), Just("\\uD800\\uDC00"), Just("\\uD83F\\uDFFF"),
+                Just("\\u0073"),
+            ]
+            .prop_map(String::from),
+        ];
+        let high_planes = prop_oneof![
+            Just("\\uD840\\uDC00"),
+            Just("\\uDBFF\\uDFFF"),
+            Just("\\uD87E\\uDC04"),
+        ]
+        .prop_map(String::from);
+        let piece = if all_planes {
+            prop_oneof![20 => piece, 1 => high_planes].boxed()
+        } else {
+            piece.boxed()
+        };
+        proptest::collection::vec(piece, 0..6).prop_map(|pieces| format!("\"{}\"", pieces.concat()))
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        key_of(true)
+    }
+
+    fn key_of(all_planes: bool) -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => proptest::sample::select(&SCHEMA_KEYS[..]).prop_map(|key| format!("\"{key}\"")),
+            1 => Just("\"\\u0073\"".to_string()),
+            1 => Just("\"\\u0069\"".to_string()),
+            2 => string_of(all_planes),
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = String> {
+        json_of(true)
+    }
+
+    /// Any valid JSON value.
+    fn json_of(all_planes: bool) -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            number(),
+            string_of(all_planes),
+        ];
+        leaf.prop_recursive(4, 24, 4, move |inner| {
+            prop_oneof![
+                proptest::collection::vec((whitespace(), inner.clone()), 0..4).prop_map(|items| {
+                    let items: Vec<String> = items
+                        .into_iter()
+                        .map(|(space, item)| format!("{space}{item}"))
+                        .collect();
+                    format!("[{}]", items.join(","))
+                }),
+                proptest::collection::vec((key_of(all_planes), whitespace(), inner), 0..4)
+                    .prop_map(|entries| {
+                        let entries: Vec<String> = entries
+                            .into_iter()
+                            .map(|(key, space, value)| format!("{key}{space}:{value}"))
+                            .collect();
+                        format!("{{{}}}", entries.join(","))
+                    }),
+            ]
+        })
+    }
+
+    /// An object of the happy subset: each schema field at most once with a value of its type,
+    /// unknown keys with any JSON.
+    fn happy_object() -> impl Strategy<Value = String> {
+        let typed = |field: usize| -> BoxedStrategy<String> {
+            let value = match field {
+                0 => string_of(false).boxed(),
+                1 | 6 => any::<i64>().prop_map(|n| n.to_string()).boxed(),
+                2 => any::<i32>().prop_map(|n| n.to_string()).boxed(),
+                3 | 4 => number().boxed(),
+                _ => any::<bool>().prop_map(|b| b.to_string()).boxed(),
+            };
+            prop_oneof![5 => value, 1 => Just("null".to_string())].boxed()
+        };
+        let fields: Vec<BoxedStrategy<Option<String>>> = (0..SCHEMA_KEYS.len())
+            .map(|field| proptest::option::of(typed(field)).boxed())
+            .collect();
+        let unknown = proptest::collection::vec(
+            (
+                string_of(false).prop_filter("not a schema key", |key| {
+                    let bare = &key[1..key.len() - 1];
+                    !SCHEMA_KEYS.contains(&bare) && bare != "\\u0073"
+                }),
+                json_of(false),
+            ),
+            0..3,
+        );
+        (
+            fields,
+            unknown,
+            whitespace(),
+            Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+        )
+            .prop_map(|(fields, unknown, space, seed)| {
+                let mut entries: Vec<String> = fields
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(field, value)| {
+                        value
+                            .as_ref()
+                            .map(|value| format!("\"{}\":{value}", SCHEMA_KEYS[field]))
+                    })
+                    .chain(unknown.iter().map(|(key, value)| format!("{key}:{value}")))
+                    .collect();
+                // A shuffle of the entries, from the seed.
+                let len = entries.len();
+                for at in 0..len {
+                    let other = (seed.rotate_left(at as u32 * 7) as usize) % len;
+                    entries.swap(at, other);
+                }
+                format!("{space}{{{}}}{space}", entries.join(&format!(",{space}")))
+            })
+    }
+
+    /// A value that is mostly JSON, sometimes not, sometimes with bytes mutated.
+    fn any_value() -> impl Strategy<Value = Option<Vec<u8>>> {
+        let text = prop_oneof![
+            4 => happy_object(),
+            3 => proptest::collection::vec((key(), json()), 0..5).prop_map(|entries| {
+                let entries: Vec<String> =
+                    entries.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", entries.join(","))
+            }),
+            1 => json(),
+        ];
+        let mutation = (
+            any::<proptest::sample::Index>(),
+            0u8..3,
+            prop_oneof![
+                Just(b'"'),
+                Just(b'\\'),
+                Just(b','),
+                Just(b'}'),
+                Just(b'{'),
+                Just(b'0'),
+                Just(b'.'),
+                Just(b'e'),
+                Just(b' '),
+                Just(0xc3),
+                Just(0xff),
+                Just(b'\n'),
+                Just(b'u'),
+                Just(b'-'),
+            ],
+        );
+        let mutated =
+            (text, proptest::collection::vec(mutation, 0..3)).prop_map(|(text, mutations)| {
+                let mut bytes = text.into_bytes();
+                for (at, op, byte) in mutations {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let at = at.index(bytes.len());
+                    match op {
+                        0 => {
+                            bytes.remove(at);
+                        }
+                        1 => bytes.insert(at, byte),
+                        _ => bytes[at] = byte,
+                    }
+                }
+                bytes
+            });
+        prop_oneof![8 => mutated.prop_map(Some), 1 => Just(None)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn whenever_the_fast_path_answers_it_answers_as_arrow_json(
+            values in proptest::collection::vec(any_value(), 0..6),
+        ) {
+            let values = BinaryArray::from_iter(values.iter().map(|value| value.as_deref()));
+            agrees(&schema(), &values);
+        }
+
+        #[test]
+        fn the_fast_path_takes_every_happy_object(
+            values in proptest::collection::vec(proptest::option::weighted(0.9, happy_object()), 1..6),
+        ) {
+            let values = BinaryArray::from_iter(
+                values.iter().map(|value| value.as_ref().map(String::as_bytes)),
+            );
+            prop_assert!(agrees(&schema(), &values), "fell back on {values:?}");
+        }
+    }
+}
