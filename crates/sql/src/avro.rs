@@ -545,6 +545,35 @@ mod tests {
             panic!("a record is a struct: {}", types[5]);
         };
         assert_eq!(fields[1].data_type(), &DataType::Utf8);
+
+        let logical = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "n", "type": "null"},
+            {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+            {"name": "tod", "type": {"type": "int", "logicalType": "time-millis"}},
+            {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+            {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+            {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
+            {"name": "hash", "type": {"type": "fixed", "name": "Hash", "size": 4}}
+        ]}"#;
+        let format = AvroFormat::new(logical, Framing::None, None).unwrap();
+        let types: Vec<String> = format
+            .columns()
+            .fields()
+            .iter()
+            .map(|field| field.data_type().to_string())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "Null",
+                "Date32",
+                "Time32(ms)",
+                "Timestamp(ms)",
+                "Decimal128(10, 2)",
+                "FixedSizeBinary(16)",
+                "FixedSizeBinary(4)"
+            ]
+        );
     }
 
     #[test]
