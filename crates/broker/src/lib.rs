@@ -82,6 +82,9 @@ impl BrokerConfig {
     }
 }
 
+/// A check of a whole topic config; the error says what to fix.
+pub type ConfigCheck = dyn Fn(&topic_config::TopicConfig) -> Result<(), String> + Send + Sync;
+
 pub struct Broker {
     pub config: BrokerConfig,
     pub topics: Topics,
@@ -89,6 +92,8 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     pub groups: Arc<GroupService>,
     pub tiering: Option<tiering::Tiering>,
+    /// Checks a topic's value format configs (`set_config_check`).
+    config_check: parking_lot::RwLock<Option<Arc<ConfigCheck>>>,
     threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -115,8 +120,24 @@ impl Broker {
             flusher,
             producer_ids,
             groups,
+            config_check: parking_lot::RwLock::new(None),
             threads: parking_lot::Mutex::new(vec![flusher_thread, ticker_thread]),
         }))
+    }
+
+    /// Lets the layer that reads values (SQL) check a topic's configs as a whole when topics
+    /// are created and configs altered: a `value.schema` that does not parse is refused then.
+    pub fn set_config_check(&self, check: Arc<ConfigCheck>) {
+        *self.config_check.write() = Some(check);
+    }
+
+    /// INVALID_CONFIG with the check's reason when `config` does not pass it.
+    pub fn check_config(&self, config: &topic_config::TopicConfig) -> Result<(), KafkaError> {
+        let check = self.config_check.read().clone();
+        match check {
+            Some(check) => check(config).map_err(KafkaError::invalid_config),
+            None => Ok(()),
+        }
     }
 
     /// Flushes what is pending and stops the flusher (a clean shutdown).

@@ -73,6 +73,18 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "with remote storage, how long uploaded segments stay on local disk; -2 follows retention.ms",
     },
     ConfigDef {
+        name: "value.avro.framing",
+        default: "confluent",
+        kind: ConfigKind::OneOf(&["confluent", "none"]),
+        doc: "SQL, value.format=avro: confluent reads values in Confluent's wire format (0x00, a 4-byte schema id, the datum), as Confluent's serializers write them; none reads plain Avro datums",
+    },
+    ConfigDef {
+        name: "value.avro.schema.id",
+        default: "-1",
+        kind: ConfigKind::Int { min: -1 },
+        doc: "SQL, value.format=avro with Confluent framing: the schema id values must carry (others get an _error); -1 takes any id",
+    },
+    ConfigDef {
         name: "value.decode.strict",
         default: "false",
         kind: ConfigKind::OneOf(&["true", "false"]),
@@ -81,14 +93,14 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "value.format",
         default: "raw",
-        kind: ConfigKind::OneOf(&["raw", "json", "csv"]),
-        doc: "SQL: how record values decode into columns: raw bytes, JSON objects, or CSV lines",
+        kind: ConfigKind::OneOf(&["raw", "json", "csv", "avro"]),
+        doc: "SQL: how record values decode into columns: raw bytes, JSON objects, CSV lines, or Avro datums",
     },
     ConfigDef {
         name: "value.schema",
         default: "",
         kind: ConfigKind::Text,
-        doc: "SQL: the value's columns, e.g. `device_name STRING, metric DOUBLE, ts BIGINT`; empty infers them from a sample (JSON) or names CSV fields c0, c1, ... as strings",
+        doc: "SQL: the value's columns, e.g. `device_name STRING, metric DOUBLE, ts BIGINT`; empty infers them from a sample (JSON) or names CSV fields c0, c1, ... as strings; for avro, the record schema as JSON (required)",
     },
     ConfigDef {
         name: "max.message.bytes",
@@ -336,6 +348,11 @@ mod tests {
         check("remote.storage.enable", "yes", false);
         check("local.retention.bytes", "-2", true);
         check("local.retention.ms", "-3", false);
+        check("value.format", "avro", true);
+        check("value.avro.framing", "none", true);
+        check("value.avro.framing", "magic", false);
+        check("value.avro.schema.id", "-1", true);
+        check("value.avro.schema.id", "-2", false);
     }
 
     #[test]

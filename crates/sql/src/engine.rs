@@ -77,6 +77,10 @@ impl Engine {
             .build()
             .map_err(|error| DataFusionError::External(Box::new(error)))?;
         let topics = Arc::new(TopicSchema::new(Arc::clone(&broker)));
+        // A value format that cannot decode is refused when configured, not when queried.
+        broker.set_config_check(Arc::new(|config| {
+            crate::format::check_config(config).map_err(|error| error.to_string())
+        }));
         if let Some(tiering) = &broker.tiering {
             // Cold files of topics whose values have a schema carry typed columns.
             let weak = Arc::downgrade(&topics);

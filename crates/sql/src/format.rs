@@ -1,5 +1,6 @@
 //! How a topic's record values become columns: the topic config `value.format` (`raw`, `json`,
-//! `csv`) with an optional declared `value.schema`, or for JSON a schema inferred from a sample.
+//! `csv`, `avro`) with an optional declared `value.schema` (required for Avro: see `avro`), or
+//! for JSON a schema inferred from a sample.
 //!
 //! Decoding is schema on read and forgiving by default: a value that does not decode gives NULL
 //! columns and an `_error` text; with `value.decode.strict=true` it fails the query instead.
@@ -9,6 +10,8 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringBuilder, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+
+use crate::avro::{AvroFormat, Framing};
 
 /// The column that says why a value did not decode.
 pub const ERROR_COLUMN: &str = "_error";
@@ -22,6 +25,11 @@ pub enum ValueFormat {
     Json { schema: SchemaRef, strict: bool },
     /// One CSV line per value (no header); `schema` are its fields in order.
     Csv { schema: SchemaRef, strict: bool },
+    /// One Avro datum per value, plain or Confluent-framed.
+    Avro {
+        avro: Arc<crate::avro::AvroFormat>,
+        strict: bool,
+    },
 }
 
 impl ValueFormat {
@@ -32,6 +40,26 @@ impl ValueFormat {
             ValueFormat::Json { schema, .. } | ValueFormat::Csv { schema, .. } => {
                 schema.fields().iter().cloned().collect()
             }
+            ValueFormat::Avro { avro, .. } => avro.columns().fields().iter().cloned().collect(),
+        }
+    }
+
+    /// The same format, never strict (uploads keep a bad value's bytes with NULL fields).
+    pub fn lenient(&self) -> ValueFormat {
+        match self {
+            ValueFormat::Raw => ValueFormat::Raw,
+            ValueFormat::Json { schema, .. } => ValueFormat::Json {
+                schema: schema.clone(),
+                strict: false,
+            },
+            ValueFormat::Csv { schema, .. } => ValueFormat::Csv {
+                schema: schema.clone(),
+                strict: false,
+            },
+            ValueFormat::Avro { avro, .. } => ValueFormat::Avro {
+                avro: avro.clone(),
+                strict: false,
+            },
         }
     }
 
@@ -46,6 +74,14 @@ pub enum FormatError {
         "value.schema: {0} (write it as `name TYPE, ...` with types STRING, BIGINT, INT, DOUBLE, FLOAT, BOOLEAN, TIMESTAMP)"
     )]
     BadSchema(String),
+    #[error(
+        "value.schema is not a usable Avro schema: {0} (for value.format=avro, write the record schema as JSON, e.g. {{\"type\": \"record\", \"name\": \"Reading\", \"fields\": [{{\"name\": \"metric\", \"type\": \"double\"}}]}})"
+    )]
+    BadAvroSchema(String),
+    #[error(
+        "value.format=avro needs value.schema: the Avro record schema (JSON) the values were written with"
+    )]
+    AvroWithoutSchema,
     #[error("inferring the JSON schema of topic {topic}: {reason}")]
     Inference { topic: String, reason: String },
 }
@@ -95,6 +131,35 @@ pub fn parse_schema(text: &str) -> Result<Schema, FormatError> {
         return Err(FormatError::BadSchema("no columns".into()));
     }
     Ok(Schema::new(fields))
+}
+
+/// The Avro format a topic's configs declare: `value.schema` (required), `value.avro.framing`
+/// and `value.avro.schema.id`.
+pub fn avro_of(config: &broker::topic_config::TopicConfig) -> Result<AvroFormat, FormatError> {
+    let declared = config.value_of("value.schema").trim();
+    if declared.is_empty() {
+        return Err(FormatError::AvroWithoutSchema);
+    }
+    let framing = Framing::from_config(config.value_of("value.avro.framing"));
+    let schema_id = config
+        .value_of("value.avro.schema.id")
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|id| u32::try_from(id).ok());
+    AvroFormat::new(declared, framing, schema_id)
+}
+
+/// Checks that a topic's value configs make a format that decodes: a declared schema that
+/// parses, and for Avro a usable record schema. The broker asks this when topics are created
+/// and their configs altered, so a mistake is an INVALID_CONFIG error then, not at query time.
+pub fn check_config(config: &broker::topic_config::TopicConfig) -> Result<(), FormatError> {
+    let declared = config.value_of("value.schema").trim();
+    match config.value_of("value.format") {
+        "json" | "csv" if !declared.is_empty() => parse_schema(declared).map(drop),
+        "avro" => avro_of(config).map(drop),
+        _ => Ok(()),
+    }
 }
 
 /// Infers a JSON schema from sample values (objects only; others are skipped). Fields come out
@@ -150,6 +215,7 @@ pub fn decode_wanted(
         ValueFormat::Json { schema, strict } | ValueFormat::Csv { schema, strict } => {
             (schema, *strict)
         }
+        ValueFormat::Avro { avro, strict } => return avro.decode(values, *strict),
     };
     let csv = matches!(format, ValueFormat::Csv { .. });
     if matches!(format, ValueFormat::Json { .. })
@@ -377,6 +443,33 @@ mod tests {
     }
 
     #[test]
+    fn configs_are_checked_as_a_whole() {
+        let check = |pairs: &[(&str, &str)]| {
+            let config =
+                broker::topic_config::TopicConfig::from_pairs(pairs.iter().copied()).unwrap();
+            check_config(&config).map_err(|error| error.to_string())
+        };
+        let avro = r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}"#;
+        assert!(check(&[("value.format", "json")]).is_ok());
+        assert!(check(&[("value.format", "raw"), ("value.schema", "{")]).is_ok());
+        assert!(check(&[("value.format", "avro"), ("value.schema", avro)]).is_ok());
+        for (pairs, says) in [
+            (
+                &[("value.format", "json"), ("value.schema", "a DECIMAL")][..],
+                "unknown type DECIMAL",
+            ),
+            (&[("value.format", "avro")][..], "needs value.schema"),
+            (
+                &[("value.format", "avro"), ("value.schema", "a BIGINT")][..],
+                "it is not JSON",
+            ),
+        ] {
+            let error = check(pairs).unwrap_err();
+            assert!(error.contains(says), "{pairs:?}: {error}");
+        }
+    }
+
+    #[test]
     fn inference_takes_objects_and_drops_reserved_names() {
         let sample = [
             br#"{"b": 1, "a": "x", "_offset": 3}"#.as_slice(),
@@ -406,8 +499,9 @@ impl TypedValues {
     pub fn describe_format(format: &ValueFormat) -> Option<String> {
         let kind = match format {
             ValueFormat::Raw => return None,
-            ValueFormat::Json { .. } => "json",
-            ValueFormat::Csv { .. } => "csv",
+            ValueFormat::Json { .. } => "json".to_string(),
+            ValueFormat::Csv { .. } => "csv".to_string(),
+            ValueFormat::Avro { avro, .. } => avro.kind(),
         };
         let fields: Vec<String> = format
             .fields()
@@ -438,18 +532,7 @@ impl tier::convert::ValueColumns for TypedValues {
             .downcast_ref::<BinaryArray>()
             .expect("cast to binary");
         // Never strict here: a value that does not decode keeps its bytes, with NULL fields.
-        let lenient = match &self.format {
-            ValueFormat::Json { schema, .. } => ValueFormat::Json {
-                schema: schema.clone(),
-                strict: false,
-            },
-            ValueFormat::Csv { schema, .. } => ValueFormat::Csv {
-                schema: schema.clone(),
-                strict: false,
-            },
-            ValueFormat::Raw => ValueFormat::Raw,
-        };
-        let decoded = decode(&lenient, values).map_err(|error| error.to_string())?;
+        let decoded = decode(&self.format.lenient(), values).map_err(|error| error.to_string())?;
         let fields = arrow::array::StructArray::try_new(self.fields(), decoded.columns, None)
             .map_err(|error| error.to_string())?;
         Ok((fields, decoded.errors))

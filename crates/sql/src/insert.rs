@@ -245,6 +245,18 @@ impl Rows {
             Ok(Some(arrow::compute::cast(array, &target)?))
         };
         let value = column(VALUE)?.filter(|value| value.null_count() < value.len());
+        if let (ValueFormat::Avro { .. }, None) = (format, &value) {
+            let has_fields = format.fields().iter().any(|field| {
+                batch
+                    .column_by_name(field.name())
+                    .is_some_and(|column| column.null_count() < column.len())
+            });
+            if has_fields {
+                return Err(DataFusionError::Plan(
+                    "INSERT INTO an Avro topic takes `_value`, the encoded datum: writing its value columns is not supported yet".into(),
+                ));
+            }
+        }
         let json_values = match (format, &value) {
             (ValueFormat::Json { schema, .. }, None) => {
                 let fields: Vec<usize> = schema

@@ -110,6 +110,12 @@ impl TopicSchema {
                 };
                 ValueFormat::Csv { schema, strict }
             }
+            "avro" => ValueFormat::Avro {
+                avro: Arc::new(format::avro_of(&config).map_err(|error| {
+                    DataFusionError::Plan(format!("topic {}: {error}", topic.name))
+                })?),
+                strict,
+            },
             _ => ValueFormat::Raw,
         })
     }

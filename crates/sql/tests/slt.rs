@@ -12,6 +12,10 @@
 //! | `raw`      | 1          | (raw values)                                                   |
 //! | `strict`   | 1          | like `events`, with `value.decode.strict=true`                 |
 //! | `tiered`   | 2          | `value.format=json`, `value.schema=device STRING, metric DOUBLE`, `segment.bytes=4096`, `local.retention.bytes=0` |
+//! | `avro`     | 1          | `value.format=avro`, `value.schema=` the record `READING` below (Confluent framing, the default), `segment.bytes=4096`, `local.retention.bytes=0` |
+//! | `avro_plain` | 1        | like `avro`, with `value.avro.framing=none` (plain datums)     |
+//!
+//! Binary values are written as hex literals: `INSERT INTO avro (_value) VALUES (X'00...')`.
 //!
 //! What the harness adds to sqllogictest:
 //! - `__TMP__` anywhere in a file (SQL and expected rows) is the test's temporary directory, for
@@ -100,7 +104,34 @@ const TOPICS: &[TopicSpec] = &[
             ("local.retention.bytes", "0"),
         ],
     },
+    TopicSpec {
+        name: "avro",
+        partitions: 1,
+        configs: &[
+            ("value.format", "avro"),
+            ("value.schema", READING),
+            ("segment.bytes", "4096"),
+            ("local.retention.bytes", "0"),
+        ],
+    },
+    TopicSpec {
+        name: "avro_plain",
+        partitions: 1,
+        configs: &[
+            ("value.format", "avro"),
+            ("value.schema", READING),
+            ("value.avro.framing", "none"),
+        ],
+    },
 ];
+
+/// The Avro record schema of the topics `avro` and `avro_plain`.
+const READING: &str = r#"{"type": "record", "name": "Reading", "fields": [
+    {"name": "device", "type": "string"},
+    {"name": "metric", "type": ["null", "double"]},
+    {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["GAUGE", "COUNTER"]}},
+    {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}
+]}"#;
 
 /// Set, the tests rewrite the expected results in the files instead of checking them.
 const COMPLETE: &str = "LAKESTREAM_SLT_COMPLETE";
@@ -129,6 +160,7 @@ slt_files!(
     ctas_copy,
     errors,
     inserts,
+    avro,
 );
 
 #[test]

@@ -72,6 +72,7 @@ pub fn create_topics(
                 let config = TopicConfig::from_pairs(wanted.configs.iter().map(|config| {
                     (config.name.as_str(), config.value.as_deref().unwrap_or(""))
                 }))?;
+                broker.check_config(&config)?;
                 if request.validate_only {
                     broker.topics.validate_create(&name, partitions, replication_factor)?;
                     Ok((partitions, replication_factor, config, None))
@@ -302,6 +303,7 @@ fn alter_topic(
         .ok_or_else(|| KafkaError::unknown_topic(name))?;
     let mut config = topic.config();
     change(&mut config)?;
+    broker.check_config(&config)?;
     if !validate_only {
         broker.topics.set_config(name, config)?;
     }
