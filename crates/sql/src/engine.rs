@@ -169,14 +169,17 @@ impl Engine {
 
     /// Adds what helps: the topics that exist, when a table is unknown.
     pub fn explain(&self, error: DataFusionError) -> DataFusionError {
-        let text = error.to_string();
-        if text.contains("not found") && text.contains("table") && !text.contains("HINT") {
-            let text = text
-                .trim_start_matches("Error during planning: ")
-                .trim_end();
-            return DataFusionError::Plan(format!("{text}\n{}", self.topics.hint()));
+        if crate::sqlstate::unknown_table(&error).is_none() {
+            return error;
         }
-        error
+        let text = error.to_string();
+        if text.contains("HINT") {
+            return error;
+        }
+        let text = text
+            .trim_start_matches("Error during planning: ")
+            .trim_end();
+        DataFusionError::Plan(format!("{text}\n{}", self.topics.hint()))
     }
 }
 
