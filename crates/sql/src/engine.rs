@@ -19,6 +19,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -100,6 +101,7 @@ impl Engine {
             .with_runtime_env(runtime_env)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(LatestRows))
+            .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .build();
         let context = SessionContext::new_with_state(state);
         context.register_udf(crate::pg::current_setting());
@@ -201,6 +203,40 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Joins yield to the runtime every so many output batches (`CooperativeExec`), so that a
+/// cancelled query stops within milliseconds. A join can compute for minutes on one input batch
+/// (a nested loop join of 200k × 8k rows), and the operators above it keep polling while it is
+/// ready: without a yield, an aborted task or a dropped connection would only stop it at the
+/// end.
+#[derive(Debug)]
+struct YieldingJoins;
+
+impl PhysicalOptimizerRule for YieldingJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            if node.children().len() < 2 {
+                return Ok(Transformed::no(node));
+            }
+            Ok(Transformed::yes(
+                Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .map(|transformed| transformed.data)
+    }
+
+    fn name(&self) -> &str {
+        "yielding_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 /// `ORDER BY _offset DESC LIMIT n` reads only each partition's newest rows: the top n of the
 /// whole table are among the newest n kept rows of each partition, and the sort on top picks
 /// them.
@@ -287,9 +323,7 @@ fn with_tail(
             Some(input) => input.index(),
             None => return Ok(None),
         }
-    } else if plan
-        .as_any()
-        .is::<datafusion::physical_plan::coop::CooperativeExec>()
+    } else if plan.as_any().is::<CooperativeExec>()
         || plan.as_any().is::<RepartitionExec>()
         || plan.as_any().is::<CoalescePartitionsExec>()
         || plan.as_any().is::<SortExec>()
