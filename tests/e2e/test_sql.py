@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -811,6 +812,18 @@ def test_cancel_request_cancels_the_statement(make_broker):
             return thread_cpu_seconds(broker.pid, "lakestream-sql") - before < 0.3
         wait_until(idle, timeout=12, interval=0.1, what="the SQL threads to go idle after the cancel")
         assert heavy.conn.execute("SELECT count(*) FROM big WHERE _partition = 0").fetchone()[0] > 0
+
+        # psql's Ctrl-C sends a CancelRequest too
+        cpu_before = thread_cpu_seconds(broker.pid, "lakestream-sql")
+        proc = subprocess.Popen(["psql", "-h", broker.host, "-p", str(broker.pg_port), "-U", "anyone",
+                                 "-d", "lakestream", "-X", "-c", HEAVY_SQL],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: thread_cpu_seconds(broker.pid, "lakestream-sql") - cpu_before >= 1.0, timeout=30,
+                   interval=0.2, what="psql's heavy query to be running")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+        assert "canceling statement due to user request" in stderr, stderr
+        wait_until(idle, timeout=12, interval=0.1, what="the SQL threads to go idle after psql's Ctrl-C")
     finally:
         broker.kill9()
 

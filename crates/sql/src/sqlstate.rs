@@ -438,6 +438,37 @@ mod tests {
         check_parse("SELECT *\nFROM iot\nWHERE )", SYNTAX_ERROR, Some(25));
     }
 
+    /// DataFusion's own errors, so that a change of its messages shows here.
+    #[tokio::test]
+    async fn datafusion_errors() {
+        let context = datafusion::prelude::SessionContext::new();
+        context.sql("CREATE TABLE t (a INT, b TEXT)").await.unwrap();
+        let check = |sql: &'static str, code: &'static str, position: Option<usize>| {
+            let context = context.clone();
+            async move {
+                let error = match context.sql(sql).await {
+                    Ok(frame) => frame.collect().await.expect_err(sql),
+                    Err(error) => error,
+                };
+                let pg = from_datafusion(&error, Some(sql), || "topics".into());
+                assert_eq!(
+                    (pg.code, pg.position),
+                    (code, position),
+                    "{sql}: {error} → {pg:?}"
+                );
+                pg
+            }
+        };
+        let table = check("SELECT * FROM nope", UNDEFINED_TABLE, Some(15)).await;
+        assert_eq!(table.hint.as_deref(), Some("topics"));
+        let column = check("SELECT a,\n  nope FROM t", UNDEFINED_COLUMN, Some(13)).await;
+        assert_eq!(column.hint.as_deref(), Some("the columns are: a, b"));
+        check("SELECT flor(a) FROM t", UNDEFINED_FUNCTION, Some(8)).await;
+        check("SELECT * FROM t WHERE", SYNTAX_ERROR, Some(22)).await;
+        check("SELECT 1 / 0", DIVISION_BY_ZERO, None).await;
+        check("SELECT CAST('x' AS INT)", INVALID_TEXT_REPRESENTATION, None).await;
+    }
+
     #[test]
     fn codes_and_hints() {
         let hint = || "the topics are: a, b".to_string();
