@@ -13,7 +13,7 @@ use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::{ClientInfo, Type};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 
 use crate::engine::Engine;
 
@@ -40,10 +40,7 @@ impl LakestreamHook {
     }
 
     async fn execute_ctas(&self, statement: &Statement) -> PgWireResult<Response> {
-        let engine = self
-            .engine
-            .upgrade()
-            .ok_or_else(|| user_error("the server is stopping".into()))?;
+        let engine = self.engine.upgrade().ok_or_else(super::stopping)?;
         let output = engine
             .query(&statement.to_string())
             .await
@@ -63,14 +60,6 @@ impl LakestreamHook {
             Tag::new("SELECT").with_rows(rows as usize),
         ))
     }
-}
-
-fn user_error(message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "XX000".into(),
-        message,
-    )))
 }
 
 #[async_trait]

@@ -129,6 +129,15 @@ pub fn serve(
     })
 }
 
+/// The answer when the engine has gone while a connection was still open.
+fn stopping() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        "57P01".into(),
+        "terminating connection: the server is stopping".into(),
+    )))
+}
+
 /// What all connections share.
 struct Server {
     session: Arc<DfSessionService>,

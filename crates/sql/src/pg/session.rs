@@ -160,7 +160,7 @@ impl Session {
     where
         C: ClientInfo,
     {
-        let engine = self.engine.upgrade().ok_or(PgWireError::QueryCanceled)?;
+        let engine = self.engine.upgrade().ok_or_else(super::stopping)?;
         let oids = portal
             .parameters
             .first()
