@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -415,8 +416,6 @@ def test_asyncpg_prepared_statement_and_typed_columns(lake, iot):
         assert row["_error"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="asyncpg cannot fetch `_headers` (record[]): its type introspection "
-                                       "query uses ::oid casts that DataFusion does not plan")
 def test_asyncpg_select_star(lake, iot):
     """`SELECT *` (which includes `_headers`) through asyncpg."""
     async def run():
@@ -430,6 +429,36 @@ def test_asyncpg_select_star(lake, iot):
     rows = asyncio.run(run())
     assert [r["_offset"] for r in rows] == [0, 1, 2]
     assert all(r["_headers"] == [] for r in rows)
+
+
+def test_asyncpg_headers_and_arrays(lake):
+    """asyncpg decodes `_headers` (record[]: key text, value bytea) with their values, and
+    arrays of other element types, through a prepared statement with parameters."""
+    topic = "withheaders"
+    create_topic(lake.bootstrap, topic, 1)
+    records = [dict(key=b"k0", value=b"v0", headers=[("trace", b"t-0"), ("empty", b"")]),
+               dict(key=b"k1", value=b"v1", headers=[("trace", b"t-1")]),
+               dict(key=b"k2", value=b"v2")]
+    d = produce_all(producer(lake.bootstrap), topic, records)
+    assert not d.errors
+
+    async def run():
+        conn = await asyncpg.connect(host=lake.host, port=lake.pg_port, user="anyone", database="lakestream",
+                                     timeout=10)
+        try:
+            rows = await conn.fetch(f"SELECT _offset, _headers FROM {topic} WHERE _offset >= $1 ORDER BY _offset", 0)
+            arrays = await conn.fetchrow(f"SELECT array_agg(_offset) AS offsets, array_agg(_key_text) AS keys, "
+                                         f"array_agg(_partition) AS partitions FROM {topic} WHERE _partition = $1", 0)
+            return rows, arrays
+        finally:
+            await conn.close()
+
+    rows, arrays = asyncio.run(run())
+    got = [[tuple(h) for h in r["_headers"]] for r in rows]  # anonymous records: (key, value) tuples
+    assert got == [[("trace", b"t-0"), ("empty", b"")], [("trace", b"t-1")], []], got
+    assert sorted(arrays["offsets"]) == [0, 1, 2]
+    assert sorted(arrays["keys"]) == ["k0", "k1", "k2"]
+    assert arrays["partitions"] == [0, 0, 0]
 
 
 # --------------------------------------------------------------------------- hot + cold
@@ -628,15 +657,50 @@ def test_strict_decoding_fails_the_query(lake):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-@pytest.mark.xfail(strict=True, reason="over the PostgreSQL protocol an unknown table's error has no HINT: "
-                                       "datafusion-postgres plans the statement before any hook of ours sees "
-                                       "the error (HTTP and the CLI have the HINT)")
 def test_unknown_table_hint_over_postgres(lake, iot, cold):
     with pg_connect(lake) as conn:
         with pytest.raises(psycopg.Error) as e:
             conn.execute("SELECT * FROM no_such_topic")
     text = f"{e.value} {e.value.diag.message_hint or ''}"
     assert "iot" in text and cold.topic in text, text
+    assert e.value.sqlstate == "42P01", e.value.sqlstate
+    assert e.value.diag.statement_position == "15"
+    assert "no_such_topic" in e.value.diag.message_primary
+
+
+@pytest.mark.parametrize("sql, sqlstate, position", [
+    ("SELEC 1", "42601", 1),                                              # syntax error
+    ("SELECT _offset FROM iot WHERE", "42601", 30),                       # at the end of the input
+    ("SELECT _offset\nFROM iot\nWHERE )", "42601", 31),                   # on line 3
+    ("SELECT * FROM public.nope", "42P01", 15),                           # undefined table
+    ("select _offset,\n  nope from iot", "42703", 19),                    # undefined column
+    ("SELECT flor(metric) FROM iot", "42883", 8),                         # undefined function
+    ("SELECT 1 / (_offset - _offset) FROM iot WHERE _partition = 0", "22012", None),  # division by zero
+    ("SELECT CAST(device_name AS INT) FROM iot", "22P02", None),          # invalid text for a type
+])
+def test_postgres_errors_have_sqlstate_and_position(lake, iot, sql, sqlstate, position):
+    """Errors over PostgreSQL carry the SQLSTATE PostgreSQL would give and, where a place in the
+    statement is to blame, its 1-based character position."""
+    with pg_connect(lake) as conn:
+        for prepare in (False, True):  # the simple and the extended protocol
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql, prepare=prepare).fetchall()
+            assert (e.value.sqlstate, e.value.diag.statement_position) == \
+                (sqlstate, None if position is None else str(position)), (prepare, str(e.value))
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection still works
+    if sqlstate == "42703":
+        assert "_offset" in (e.value.diag.message_hint or ""), e.value.diag.message_hint
+
+
+def test_psql_shows_where_the_error_is(lake, iot):
+    """psql prints the statement's line with a caret under the error's position, and the HINT."""
+    r = psql(lake, "SELECT _offset\nFROM nope", check=False)
+    assert r.returncode != 0
+    assert 'relation "nope" does not exist' in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    at = lines.index("LINE 2: FROM nope")
+    assert lines[at + 1] == " " * len("LINE 2: FROM ") + "^", r.stderr
+    assert any(line.startswith("HINT:") and "iot" in line for line in lines), r.stderr
 
 
 # --------------------------------------------------------------------------- HTTP formats
@@ -766,9 +830,41 @@ def test_heavy_query_does_not_hold_back_kafka(make_broker):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="closing the connection does not cancel a running query over the "
-                                       "PostgreSQL protocol; it keeps the SQL worker threads busy, and new "
-                                       "PostgreSQL connections (and HTTP /sql queries) time out")
+def test_cancel_request_cancels_the_statement(make_broker):
+    """A CancelRequest (psycopg's `conn.cancel()`, psql's Ctrl-C) ends the running statement with
+    57014; the SQL threads go idle and the same connection runs the next statement."""
+    broker = big_broker(make_broker)
+    heavy = HeavyQuery(broker)
+    try:
+        heavy.wait_running()
+        heavy.conn.cancel()
+        heavy.thread.join(15)
+        assert not heavy.thread.is_alive(), "the heavy query did not end after the cancel request"
+        assert isinstance(heavy.error, psycopg.errors.QueryCanceled), repr(heavy.error)
+
+        def idle():
+            before = thread_cpu_seconds(broker.pid, "lakestream-sql")
+            time.sleep(1.0)
+            return thread_cpu_seconds(broker.pid, "lakestream-sql") - before < 0.3
+        wait_until(idle, timeout=12, interval=0.1, what="the SQL threads to go idle after the cancel")
+        assert heavy.conn.execute("SELECT count(*) FROM big WHERE _partition = 0").fetchone()[0] > 0
+
+        # psql's Ctrl-C sends a CancelRequest too
+        cpu_before = thread_cpu_seconds(broker.pid, "lakestream-sql")
+        proc = subprocess.Popen(["psql", "-h", broker.host, "-p", str(broker.pg_port), "-U", "anyone",
+                                 "-d", "lakestream", "-X", "-c", HEAVY_SQL],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: thread_cpu_seconds(broker.pid, "lakestream-sql") - cpu_before >= 1.0, timeout=30,
+                   interval=0.2, what="psql's heavy query to be running")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+        assert "canceling statement due to user request" in stderr, stderr
+        wait_until(idle, timeout=12, interval=0.1, what="the SQL threads to go idle after psql's Ctrl-C")
+    finally:
+        broker.kill9()
+
+
+@pytest.mark.timeout(180)
 def test_closing_the_connection_cancels_a_heavy_query(make_broker):
     """After the heavy query's connection is closed, the server cancels it (the SQL threads go
     idle) and keeps serving: a new connection's query answers correctly."""

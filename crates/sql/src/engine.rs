@@ -19,6 +19,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -104,6 +105,7 @@ impl Engine {
             .with_runtime_env(runtime_env)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(LatestRows))
+            .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .build();
         let context = SessionContext::new_with_state(state);
         context.register_udf(crate::pg::current_setting());
@@ -173,14 +175,17 @@ impl Engine {
 
     /// Adds what helps: the topics that exist, when a table is unknown.
     pub fn explain(&self, error: DataFusionError) -> DataFusionError {
-        let text = error.to_string();
-        if text.contains("not found") && text.contains("table") && !text.contains("HINT") {
-            let text = text
-                .trim_start_matches("Error during planning: ")
-                .trim_end();
-            return DataFusionError::Plan(format!("{text}\n{}", self.topics.hint()));
+        if crate::sqlstate::unknown_table(&error).is_none() {
+            return error;
         }
-        error
+        let text = error.to_string();
+        if text.contains("HINT") {
+            return error;
+        }
+        let text = text
+            .trim_start_matches("Error during planning: ")
+            .trim_end();
+        DataFusionError::Plan(format!("{text}\n{}", self.topics.hint()))
     }
 }
 
@@ -199,6 +204,40 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Joins yield to the runtime every so many output batches (`CooperativeExec`), so that a
+/// cancelled query stops within milliseconds. A join can compute for minutes on one input batch
+/// (a nested loop join of 200k × 8k rows), and the operators above it keep polling while it is
+/// ready: without a yield, an aborted task or a dropped connection would only stop it at the
+/// end.
+#[derive(Debug)]
+struct YieldingJoins;
+
+impl PhysicalOptimizerRule for YieldingJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            if node.children().len() < 2 {
+                return Ok(Transformed::no(node));
+            }
+            Ok(Transformed::yes(
+                Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .map(|transformed| transformed.data)
+    }
+
+    fn name(&self) -> &str {
+        "yielding_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
     }
 }
 
@@ -288,9 +327,7 @@ fn with_tail(
             Some(input) => input.index(),
             None => return Ok(None),
         }
-    } else if plan
-        .as_any()
-        .is::<datafusion::physical_plan::coop::CooperativeExec>()
+    } else if plan.as_any().is::<CooperativeExec>()
         || plan.as_any().is::<RepartitionExec>()
         || plan.as_any().is::<CoalescePartitionsExec>()
         || plan.as_any().is::<SortExec>()

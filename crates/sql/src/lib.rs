@@ -17,5 +17,6 @@ pub mod pg;
 pub mod provider;
 pub mod rows;
 pub mod scan;
+pub mod sqlstate;
 
 pub use engine::{Engine, EngineConfig, QueryOutput};

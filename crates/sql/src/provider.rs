@@ -61,6 +61,11 @@ impl TopicSchema {
 
     /// The hint an unknown table gets: the topics that exist.
     pub fn hint(&self) -> String {
+        format!("HINT: {}", self.topics_hint())
+    }
+
+    /// Which topics exist, for the hint of an unknown table.
+    pub fn topics_hint(&self) -> String {
         let mut topics = self.topic_names();
         topics.sort();
         let topics = if topics.is_empty() {
@@ -68,7 +73,7 @@ impl TopicSchema {
         } else {
             topics.join(", ")
         };
-        format!("HINT: every topic is a table; the topics are: {topics}")
+        format!("every topic is a table; the topics are: {topics}")
     }
 
     /// How `topic`'s values decode, from its configs (inferring a JSON schema if none is
