@@ -22,6 +22,9 @@ pub const KEY: &str = "_key";
 pub const KEY_TEXT: &str = "_key_text";
 pub const HEADERS: &str = "_headers";
 pub const VALUE: &str = "_value";
+/// Positions of `_offset` and `_timestamp` in a table schema.
+pub const OFFSET_INDEX: usize = 1;
+pub const TIMESTAMP_INDEX: usize = 2;
 
 /// Rows per record batch handed to DataFusion.
 pub const BATCH_ROWS: usize = 8192;
@@ -349,6 +352,27 @@ impl RowsBuilder {
         self.format.decodes() && self.projection.iter().any(|&index| index > 6)
     }
 
+    /// Whether the projection has the table column at `index`.
+    pub fn projects(&self, index: usize) -> bool {
+        self.projection.contains(&index)
+    }
+
+    /// The names of the projected decoded value columns.
+    pub fn projected_value_fields(&self) -> Vec<String> {
+        let fields = self.format.fields().len();
+        self.projection
+            .iter()
+            .filter(|&&index| index >= 7 && index < 7 + fields)
+            .map(|&index| self.table.field(index).name().clone())
+            .collect()
+    }
+
+    /// Whether the projection has `_error`.
+    pub fn needs_error(&self) -> bool {
+        let fields = self.format.fields().len();
+        self.format.decodes() && self.projection.contains(&(7 + fields))
+    }
+
     /// Whether keys (`_key`, `_key_text`) are needed.
     pub fn needs_key(&self) -> bool {
         self.need_key
@@ -376,11 +400,15 @@ impl RowsBuilder {
         let binary = |name: &str| -> Result<ArrayRef, ArrowError> {
             arrow::compute::cast(&column(name)?, &DataType::Binary)
         };
-        let fields = column(tier::convert::FIELDS_COLUMN)?;
-        let fields = fields
-            .as_any()
-            .downcast_ref::<StructArray>()
-            .ok_or_else(|| ArrowError::SchemaError("cold `fields` is not a struct".into()))?;
+        // Only the projected fields were read (none: no `fields` at all).
+        let fields = cold.column_by_name(tier::convert::FIELDS_COLUMN);
+        let fields =
+            match fields {
+                Some(fields) => Some(fields.as_any().downcast_ref::<StructArray>().ok_or_else(
+                    || ArrowError::SchemaError("cold `fields` is not a struct".into()),
+                )?),
+                None => None,
+            };
         let mut columns = Vec::with_capacity(self.projection.len());
         for &index in &self.projection {
             let table_field = self.table.field(index);
@@ -402,7 +430,7 @@ impl RowsBuilder {
                 _ if table_field.name() == ERROR_COLUMN => {
                     column(tier::convert::FIELDS_ERROR_COLUMN)?
                 }
-                _ => match fields.column_by_name(table_field.name()) {
+                _ => match fields.and_then(|fields| fields.column_by_name(table_field.name())) {
                     Some(array) => arrow::compute::cast(array, table_field.data_type())?,
                     None => arrow::array::new_null_array(table_field.data_type(), rows),
                 },

@@ -29,7 +29,7 @@ use parquet::file::statistics::Statistics;
 use tier::ObjectEntry;
 
 use crate::format::ValueFormat;
-use crate::rows::{BATCH_ROWS, Ranges, RowsBuilder};
+use crate::rows::{self, BATCH_ROWS, Ranges, RowsBuilder};
 
 /// Bytes of hot log read at a time.
 const HOT_READ_BYTES: usize = 4 << 20;
@@ -489,6 +489,8 @@ impl PartitionScan {
         let mut row_groups = Vec::new();
         // Whether a chosen row group may hold a raw batch (whose records are in no other column).
         let mut raw_batches = false;
+        // Whether every chosen row group lies inside the ranges, so no row needs checking.
+        let mut all_inside = true;
         for (index, group) in metadata.row_groups().iter().enumerate() {
             let bounds =
                 |column: Option<usize>| match column.and_then(|c| group.column(c).statistics()) {
@@ -503,6 +505,12 @@ impl PartitionScan {
                 .is_none_or(|(min, max)| max >= range.timestamps.0 && min < range.timestamps.1);
             // Raw batches (kept verbatim) hold records the statistics do not see row by row.
             if offsets_match && times_match {
+                let offsets_inside = bounds(offset_column)
+                    .is_some_and(|(min, max)| min >= range.offsets.0 && max < range.offsets.1);
+                let times_inside = bounds(timestamp_column).is_some_and(|(min, max)| {
+                    min >= range.timestamps.0 && max < range.timestamps.1
+                });
+                all_inside &= offsets_inside && times_inside;
                 let all_null = raw_column
                     .and_then(|c| group.column(c).statistics())
                     .and_then(|stats| stats.null_count_opt())
@@ -523,8 +531,19 @@ impl PartitionScan {
             && entry.value_schema.is_some()
             && entry.value_schema == self.typed_schema
             && arrow_schema.index_of(tier::convert::FIELDS_COLUMN).is_ok();
-        // Only the columns the query needs (and `raw_batch`, which may hold whole records).
-        let mut wanted = vec!["offset", "timestamp", "raw_batch"];
+        // Only the columns the query needs: offsets and timestamps to keep rows by range (unless
+        // every row is kept anyway), `raw_batch` where a row group holds whole batches.
+        let lean = typed && !raw_batches && all_inside;
+        let mut wanted = Vec::new();
+        if !lean || self.builder.projects(rows::OFFSET_INDEX) {
+            wanted.push("offset");
+        }
+        if !lean || self.builder.projects(rows::TIMESTAMP_INDEX) {
+            wanted.push("timestamp");
+        }
+        if raw_batches {
+            wanted.push("raw_batch");
+        }
         if self.builder.needs_key() {
             wanted.push("key");
         }
@@ -537,17 +556,29 @@ impl PartitionScan {
         {
             wanted.push("value");
         }
-        if typed {
-            wanted.extend([
-                tier::convert::FIELDS_COLUMN,
-                tier::convert::FIELDS_ERROR_COLUMN,
-            ]);
+        // Of the typed columns, only the projected fields.
+        let fields = if typed {
+            self.builder.projected_value_fields()
+        } else {
+            Vec::new()
+        };
+        if typed && self.builder.needs_error() {
+            wanted.push(tier::convert::FIELDS_ERROR_COLUMN);
         }
-        let roots: Vec<usize> = wanted
+        let leaves = reader_metadata
+            .parquet_schema()
+            .columns()
             .iter()
-            .filter_map(|name| arrow_schema.index_of(name).ok())
-            .collect();
-        let mask = ProjectionMask::roots(reader_metadata.parquet_schema(), roots);
+            .enumerate()
+            .filter(|(_, column)| {
+                let parts = column.path().parts();
+                wanted.contains(&parts[0].as_str())
+                    || (parts[0] == tier::convert::FIELDS_COLUMN
+                        && parts.get(1).is_some_and(|field| fields.contains(field)))
+            })
+            .map(|(index, _)| index)
+            .collect::<Vec<_>>();
+        let mask = ProjectionMask::leaves(reader_metadata.parquet_schema(), leaves);
         let parts = self
             .runtime
             .block_on(store.parquet_chunks(
@@ -589,26 +620,27 @@ impl PartitionScan {
         range: &Ranges,
         sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<(), Stop> {
-        let missing =
-            |name: &str| DataFusionError::Execution(format!("cold object without {name}"));
-        let offsets = batch
-            .column_by_name("offset")
-            .ok_or_else(|| missing("offsets"))?;
-        let offsets: &Int64Array = offsets.as_primitive();
-        let timestamps = batch
-            .column_by_name("timestamp")
-            .ok_or_else(|| missing("timestamps"))?;
-        let timestamps: &TimestampMillisecondArray = timestamps.as_primitive();
-        let keep: arrow::array::BooleanArray = offsets
-            .values()
-            .iter()
-            .zip(timestamps.values().iter())
-            .map(|(&offset, &timestamp)| Some(range.keeps(offset, timestamp)))
-            .collect();
-        let kept = if keep.true_count() == batch.num_rows() {
-            batch.clone()
-        } else {
-            arrow::compute::filter_record_batch(batch, &keep)?
+        // Without offsets and timestamps, every row was known to be in range.
+        let kept = match (
+            batch.column_by_name("offset"),
+            batch.column_by_name("timestamp"),
+        ) {
+            (Some(offsets), Some(timestamps)) => {
+                let offsets: &Int64Array = offsets.as_primitive();
+                let timestamps: &TimestampMillisecondArray = timestamps.as_primitive();
+                let keep: arrow::array::BooleanArray = offsets
+                    .values()
+                    .iter()
+                    .zip(timestamps.values().iter())
+                    .map(|(&offset, &timestamp)| Some(range.keeps(offset, timestamp)))
+                    .collect();
+                if keep.true_count() == batch.num_rows() {
+                    batch.clone()
+                } else {
+                    arrow::compute::filter_record_batch(batch, &keep)?
+                }
+            }
+            _ => batch.clone(),
         };
         if kept.num_rows() == 0 {
             return Ok(());

@@ -160,7 +160,7 @@ impl Default for ConvertOptions {
         ConvertOptions {
             codec: ParquetCodec::Zstd,
             value_columns: None,
-            row_group_bytes: 8 << 20,
+            row_group_bytes: 1 << 20,
             decompress_limit: 256 << 20,
         }
     }

@@ -306,7 +306,10 @@ mod tests {
             .await
             .unwrap();
         for size in [100, 3] {
-            let error = store.parquet_footer("t/0/b.parquet", size).await.unwrap_err();
+            let error = store
+                .parquet_footer("t/0/b.parquet", size)
+                .await
+                .unwrap_err();
             assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
         }
         assert!(store.parquet_footer("t/0/b.parquet", 1_000).await.is_err());
