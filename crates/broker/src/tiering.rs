@@ -378,18 +378,21 @@ impl Tiering {
         match tier::upload::rewrite(self.store(), &prefix, &manifest, index, convert).await {
             Ok((next, old)) => {
                 let new_key = next.objects[index].key.clone();
+                // Retired before the swap shows, so the gauges never say "done" too early.
+                {
+                    let mut retired = self.retired.lock();
+                    retired.push((
+                        old.key.clone(),
+                        std::time::Instant::now() + self.config.rewrite_grace,
+                    ));
+                    self.metrics
+                        .retired_objects
+                        .store(retired.len() as i64, Ordering::Relaxed);
+                }
+                self.metrics.rewrites.fetch_add(1, Ordering::Relaxed);
                 partition.set_cold_manifest(Arc::new(next));
                 // Same Kafka bytes under the new name: cached reads stay cached.
                 self.cache.rename(&old.key, &new_key);
-                let mut retired = self.retired.lock();
-                retired.push((
-                    old.key.clone(),
-                    std::time::Instant::now() + self.config.rewrite_grace,
-                ));
-                self.metrics
-                    .retired_objects
-                    .store(retired.len() as i64, Ordering::Relaxed);
-                self.metrics.rewrites.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(old = %old.key, new = %new_key, "rewrote a cold object with typed columns");
                 true
             }
