@@ -25,6 +25,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::catalog::TableCatalog;
 use crate::provider::TopicSchema;
 use crate::rows::OFFSET;
 use crate::scan::TopicScanExec;
@@ -59,6 +60,7 @@ pub struct QueryOutput {
 
 pub struct Engine {
     context: SessionContext,
+    catalog: TableCatalog,
     runtime: tokio::runtime::Runtime,
     topics: Arc<TopicSchema>,
     pub broker: Arc<Broker>,
@@ -114,8 +116,17 @@ impl Engine {
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|error| *error)?;
+        // Tables made by CTAS before a restart.
+        let tables = TableCatalog::open(&broker.config.data_dir)
+            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        for entry in tables.tables() {
+            if let Err(error) = crate::catalog::register(&context, &entry) {
+                tracing::warn!(table = %entry.name, location = %entry.location, %error, "a table of the catalog cannot be registered");
+            }
+        }
         Ok(Arc::new(Engine {
             context,
+            catalog: tables,
             runtime,
             topics,
             broker,
@@ -129,6 +140,11 @@ impl Engine {
     /// The SQL runtime, where queries and the PostgreSQL server run.
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
+    }
+
+    /// The CTAS tables kept across restarts.
+    pub fn catalog(&self) -> &TableCatalog {
+        &self.catalog
     }
 
     pub fn topics(&self) -> &TopicSchema {

@@ -7,6 +7,7 @@
 //!
 //! **Architecture invariant:** the engine runs on its own runtime; the broker never waits on it.
 
+pub mod catalog;
 pub mod ctas;
 pub mod engine;
 pub mod format;
