@@ -27,6 +27,10 @@ use crate::error::KafkaError;
 use crate::partition::{Partition, ReadResult, now_ms};
 use crate::topics::Topic;
 
+/// How long an object whose rewrite failed is left alone (a store outage, or a bad object that
+/// must not hold back the others).
+const REWRITE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Settings of the cold tier (`serve --cold-*`).
 #[derive(Clone, Debug)]
 pub struct TieringConfig {
@@ -88,6 +92,9 @@ pub struct Tiering {
     value_columns: parking_lot::RwLock<Option<Arc<ValueColumnsFor>>>,
     /// Objects replaced by rewrites, and when they may be deleted.
     retired: parking_lot::Mutex<Vec<(String, std::time::Instant)>>,
+    /// Objects whose rewrite failed, and when: skipped for `REWRITE_RETRY_AFTER`, so one bad
+    /// object does not hold back the others.
+    rewrite_failed: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// The next object to rewrite: a partition, the object's index in its manifest, and the
@@ -122,6 +129,7 @@ impl Tiering {
             pending: parking_lot::Mutex::new(std::collections::HashMap::new()),
             value_columns: parking_lot::RwLock::new(None),
             retired: parking_lot::Mutex::new(Vec::new()),
+            rewrite_failed: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -184,9 +192,11 @@ impl Tiering {
                     let stale = stale_objects(&manifest, columns.as_ref());
                     stale_total += stale.len();
                     // Uploads first: only a partition with nothing waiting is rewritten.
-                    if let Some(&index) = stale.first()
+                    if candidate.is_none()
                         && waiting == 0
-                        && candidate.is_none()
+                        && let Some(&index) = stale
+                            .iter()
+                            .find(|&&index| self.may_rewrite(&manifest.objects[index].key))
                     {
                         candidate = Some(RewriteCandidate {
                             topic: Arc::clone(&topic),
@@ -360,6 +370,13 @@ impl Tiering {
             .map_or(0, |columns| stale_objects(manifest, columns.as_ref()).len())
     }
 
+    /// Whether `key` did not fail a rewrite recently.
+    fn may_rewrite(&self, key: &str) -> bool {
+        let mut failed = self.rewrite_failed.lock();
+        failed.retain(|_, at| at.elapsed() < REWRITE_RETRY_AFTER);
+        !failed.contains_key(key)
+    }
+
     /// Rewrites one object with typed columns and swaps it into the manifest; the old object
     /// is retired (deleted after the grace period). Returns whether it did.
     async fn rewrite(&self, candidate: RewriteCandidate) -> bool {
@@ -398,7 +415,11 @@ impl Tiering {
             }
             Err(error) => {
                 self.metrics.rewrite_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = %topic.name, partition = partition.index, %error, "cold tier: rewriting an object failed; it is retried");
+                self.rewrite_failed.lock().insert(
+                    manifest.objects[index].key.clone(),
+                    std::time::Instant::now(),
+                );
+                tracing::warn!(topic = %topic.name, partition = partition.index, %error, "cold tier: rewriting an object failed; it is retried later");
                 false
             }
         }

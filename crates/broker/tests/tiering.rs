@@ -509,3 +509,52 @@ fn a_declared_schema_rewrites_old_objects_one_per_pass_and_fetches_stay_identica
         produced.concat()
     );
 }
+
+#[test]
+fn an_object_that_cannot_be_rewritten_does_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let broker = typed_broker(dir.path(), Duration::ZERO);
+    let topic_config =
+        TopicConfig::from_pairs([("segment.bytes", "4096"), ("local.retention.bytes", "0")])
+            .unwrap();
+    let topic = broker.topics.create("events", 1, 1, topic_config).unwrap();
+    let partition = topic.partition(0).unwrap();
+    produce(&broker, &partition, 0, 200);
+    let tiering = broker.tiering.as_ref().unwrap();
+    runtime.block_on(tiering.tick(&broker));
+    let before = partition.cold_manifest().unwrap();
+    let count = before.objects.len();
+    // The first object goes bad in the store.
+    std::fs::write(
+        dir.path().join("cold").join(&before.objects[0].key),
+        b"garbage",
+    )
+    .unwrap();
+
+    let mut declared = topic.config();
+    declared.set("value.schema", "size").unwrap();
+    broker.topics.set_config("events", declared).unwrap();
+    for _ in 0..count + 1 {
+        runtime.block_on(tiering.tick(&broker));
+    }
+    let after = partition.cold_manifest().unwrap();
+    let m = &tiering.metrics;
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&m.rewrite_errors), 1);
+    assert_eq!(load(&m.rewrites), count as u64 - 1);
+    // The bad object is still named, unchanged; every other one has the columns.
+    assert_eq!(after.objects[0], before.objects[0]);
+    assert!(
+        after.objects[1..]
+            .iter()
+            .all(|object| object.value_schema.as_deref() == Some("lengths: size"))
+    );
+    assert_eq!(
+        m.rewrite_pending_objects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(tiering.rewrite_pending(&topic, &after), 1);
+}
