@@ -136,6 +136,22 @@ impl TableCatalog {
         Ok(())
     }
 
+    /// Removes a table (DROP TABLE); durable before returning. False if it was not there.
+    pub fn remove(&self, name: &str) -> std::io::Result<bool> {
+        let mut tables = self.tables.lock();
+        if !tables.iter().any(|table| table.name == name) {
+            return Ok(false);
+        }
+        let next: Vec<TableEntry> = tables
+            .iter()
+            .filter(|table| table.name != name)
+            .cloned()
+            .collect();
+        self.write(&next)?;
+        *tables = next;
+        Ok(true)
+    }
+
     fn write(&self, tables: &[TableEntry]) -> std::io::Result<()> {
         let folder = self.path.parent().expect("the catalog is in a folder");
         std::fs::create_dir_all(folder)?;
@@ -229,6 +245,15 @@ mod tests {
         let reopened = TableCatalog::open(dir.path()).unwrap();
         assert_eq!(reopened.tables(), catalog.tables());
         assert_eq!(reopened.tables()[1].location, "s3://bucket/some/prefix");
+        assert!(reopened.remove("w").unwrap());
+        assert!(!reopened.remove("w").unwrap());
+        let names: Vec<String> = TableCatalog::open(dir.path())
+            .unwrap()
+            .tables()
+            .into_iter()
+            .map(|table| table.name)
+            .collect();
+        assert_eq!(names, ["x"]);
         assert!(!dir.path().join("sql/tables.json.tmp").exists());
     }
 }

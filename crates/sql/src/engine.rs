@@ -60,7 +60,7 @@ pub struct QueryOutput {
 
 pub struct Engine {
     context: SessionContext,
-    catalog: TableCatalog,
+    catalog: Arc<TableCatalog>,
     runtime: tokio::runtime::Runtime,
     topics: Arc<TopicSchema>,
     pub broker: Arc<Broker>,
@@ -78,7 +78,11 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|error| DataFusionError::External(Box::new(error)))?;
-        let topics = Arc::new(TopicSchema::new(Arc::clone(&broker)));
+        let tables = Arc::new(
+            TableCatalog::open(&broker.config.data_dir)
+                .map_err(|error| DataFusionError::External(Box::new(error)))?,
+        );
+        let topics = Arc::new(TopicSchema::new(Arc::clone(&broker), Arc::clone(&tables)));
         if let Some(tiering) = &broker.tiering {
             // Cold files of topics whose values have a schema carry typed columns.
             let weak = Arc::downgrade(&topics);
@@ -117,8 +121,6 @@ impl Engine {
         )
         .map_err(|error| *error)?;
         // Tables made by CTAS before a restart.
-        let tables = TableCatalog::open(&broker.config.data_dir)
-            .map_err(|error| DataFusionError::External(Box::new(error)))?;
         for entry in tables.tables() {
             if let Err(error) = crate::catalog::register(&context, &entry) {
                 tracing::warn!(table = %entry.name, location = %entry.location, %error, "a table of the catalog cannot be registered");

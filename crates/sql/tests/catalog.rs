@@ -91,6 +91,23 @@ fn ctas_tables_are_there_after_a_restart() {
         engine.query("CREATE TABLE small WITH (format = 'parquet') AS SELECT n, x FROM nums"),
     );
     assert!(again.is_err());
+    // DROP TABLE forgets it for good; the files stay where they are.
+    engine
+        .runtime()
+        .block_on(engine.query("DROP TABLE big"))
+        .unwrap();
+    broker.shutdown();
+    drop(engine);
+    drop(broker);
+    let (broker, engine) = start(dir.path());
+    assert!(
+        engine
+            .runtime()
+            .block_on(engine.query("SELECT n, x FROM big"))
+            .is_err()
+    );
+    assert_eq!(rows(&engine, "SELECT n, x FROM small ORDER BY n"), small);
+    assert!(elsewhere.join("part-00001.parquet").exists());
     broker.shutdown();
     drop(engine);
 }
