@@ -6,6 +6,13 @@
 //! `object_bytes` of log), then deletes the local segments that are both uploaded and outside
 //! the hot window (`local.retention.*`), and the remote objects outside `retention.*`. A
 //! segment is never deleted locally before the manifest naming its last offset is written.
+//!
+//! Rewrites: when a topic declares a `value.schema`, objects that lack its typed columns (older
+//! than the schema, or uploaded under another one) are rewritten to gain them, at low priority:
+//! at most one object per pass, and only in a partition with no segment waiting for upload. The
+//! new object replaces the old one in a new manifest version; the old object is deleted at the
+//! first pass `rewrite_grace` after that, so a fetch or SQL scan that was handed the old entry
+//! can still read it (after a crash, the load removes it as an orphan).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -20,6 +27,10 @@ use crate::error::KafkaError;
 use crate::partition::{Partition, ReadResult, now_ms};
 use crate::topics::Topic;
 
+/// How long an object whose rewrite failed is left alone (a store outage, or a bad object that
+/// must not hold back the others).
+const REWRITE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Settings of the cold tier (`serve --cold-*`).
 #[derive(Clone, Debug)]
 pub struct TieringConfig {
@@ -32,6 +43,9 @@ pub struct TieringConfig {
     /// Largest run of log bytes turned into one Parquet object.
     pub object_bytes: usize,
     pub convert: ConvertOptions,
+    /// How long an object replaced by a rewrite stays in the store for readers that were
+    /// handed it before the swap.
+    pub rewrite_grace: Duration,
 }
 
 impl TieringConfig {
@@ -43,6 +57,7 @@ impl TieringConfig {
             cache_bytes: 512 << 20,
             object_bytes: 32 << 20,
             convert: ConvertOptions::default(),
+            rewrite_grace: Duration::from_secs(300),
         }
     }
 }
@@ -58,6 +73,12 @@ pub struct TierMetrics {
     pub deleted_local_segments: AtomicU64,
     pub deleted_objects: AtomicU64,
     pub manifest_errors: AtomicU64,
+    pub rewrites: AtomicU64,
+    pub rewrite_errors: AtomicU64,
+    /// Objects lacking their topic's declared typed columns.
+    pub rewrite_pending_objects: AtomicI64,
+    /// Replaced objects waiting out the grace period before deletion.
+    pub retired_objects: AtomicI64,
 }
 
 pub struct Tiering {
@@ -69,6 +90,20 @@ pub struct Tiering {
     /// Sealed segments waiting for upload, per partition.
     pending: parking_lot::Mutex<std::collections::HashMap<(String, i32), usize>>,
     value_columns: parking_lot::RwLock<Option<Arc<ValueColumnsFor>>>,
+    /// Objects replaced by rewrites, and when they may be deleted.
+    retired: parking_lot::Mutex<Vec<(String, std::time::Instant)>>,
+    /// Objects whose rewrite failed, and when: skipped for `REWRITE_RETRY_AFTER`, so one bad
+    /// object does not hold back the others.
+    rewrite_failed: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+/// The next object to rewrite: a partition, the object's index in its manifest, and the
+/// columns it should gain.
+struct RewriteCandidate {
+    topic: Arc<Topic>,
+    partition: Arc<Partition>,
+    index: usize,
+    columns: Arc<dyn tier::convert::ValueColumns>,
 }
 
 /// Gives the typed value columns to write for a topic (the SQL layer knows value formats).
@@ -93,6 +128,8 @@ impl Tiering {
             deleted: parking_lot::Mutex::new(Vec::new()),
             pending: parking_lot::Mutex::new(std::collections::HashMap::new()),
             value_columns: parking_lot::RwLock::new(None),
+            retired: parking_lot::Mutex::new(Vec::new()),
+            rewrite_failed: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -128,10 +165,13 @@ impl Tiering {
     pub async fn tick(&self, broker: &Broker) {
         self.remove_deleted_topics().await;
         let mut seen = std::collections::HashSet::new();
+        let mut candidate = None;
+        let mut stale_total = 0;
         for topic in broker.topics.all() {
             if topic.is_internal() {
                 continue;
             }
+            let rewrite_columns = self.rewrite_columns(&topic);
             for partition in topic.partitions() {
                 let key = (topic.name.to_string(), partition.index);
                 let waiting = match self.tick_partition(&topic, &partition).await {
@@ -146,10 +186,39 @@ impl Tiering {
                         self.waiting_segments(&partition)
                     }
                 };
+                if let (Some(columns), Some(manifest)) =
+                    (&rewrite_columns, partition.cold_manifest())
+                {
+                    let stale = stale_objects(&manifest, columns.as_ref());
+                    stale_total += stale.len();
+                    // Uploads first: only a partition with nothing waiting is rewritten.
+                    if candidate.is_none()
+                        && waiting == 0
+                        && let Some(&index) = stale
+                            .iter()
+                            .find(|&&index| self.may_rewrite(&manifest.objects[index].key))
+                    {
+                        candidate = Some(RewriteCandidate {
+                            topic: Arc::clone(&topic),
+                            partition: Arc::clone(&partition),
+                            index,
+                            columns: Arc::clone(columns),
+                        });
+                    }
+                }
                 self.set_pending(key.clone(), waiting);
                 seen.insert(key);
             }
         }
+        self.delete_retired().await;
+        if let Some(candidate) = candidate
+            && self.rewrite(candidate).await
+        {
+            stale_total -= 1;
+        }
+        self.metrics
+            .rewrite_pending_objects
+            .store(stale_total as i64, Ordering::Relaxed);
         // Deleted topics wait for nothing.
         let mut pending = self.pending.lock();
         pending.retain(|key, _| seen.contains(key));
@@ -280,6 +349,104 @@ impl Tiering {
             tracing::debug!(key = %entry.key, log_bytes = entry.stats.log_bytes, "uploaded");
             manifest = Arc::new(next);
             partition.set_cold_manifest(Arc::clone(&manifest));
+        }
+    }
+
+    /// The typed columns `topic`'s objects should have, if it declares a `value.schema` (an
+    /// inferred schema may differ after a restart, so it is no reason to rewrite).
+    fn rewrite_columns(&self, topic: &Topic) -> Option<Arc<dyn tier::convert::ValueColumns>> {
+        if !Self::uploads(topic) || topic.config().value_of("value.schema").trim().is_empty() {
+            return None;
+        }
+        self.value_columns
+            .read()
+            .as_ref()
+            .and_then(|columns_for| columns_for(topic))
+    }
+
+    /// Objects of `topic`'s partition lacking the typed columns of its declared schema.
+    pub fn rewrite_pending(&self, topic: &Topic, manifest: &Manifest) -> usize {
+        self.rewrite_columns(topic)
+            .map_or(0, |columns| stale_objects(manifest, columns.as_ref()).len())
+    }
+
+    /// Whether `key` did not fail a rewrite recently.
+    fn may_rewrite(&self, key: &str) -> bool {
+        let mut failed = self.rewrite_failed.lock();
+        failed.retain(|_, at| at.elapsed() < REWRITE_RETRY_AFTER);
+        !failed.contains_key(key)
+    }
+
+    /// Rewrites one object with typed columns and swaps it into the manifest; the old object
+    /// is retired (deleted after the grace period). Returns whether it did.
+    async fn rewrite(&self, candidate: RewriteCandidate) -> bool {
+        let RewriteCandidate {
+            topic,
+            partition,
+            index,
+            columns,
+        } = candidate;
+        let Some(manifest) = partition.cold_manifest() else {
+            return false;
+        };
+        let prefix = PartitionPrefix::new(&topic.name, partition.index);
+        let mut convert = self.config.convert.clone();
+        convert.value_columns = Some(columns);
+        match tier::upload::rewrite(self.store(), &prefix, &manifest, index, convert).await {
+            Ok((next, old)) => {
+                let new_key = next.objects[index].key.clone();
+                // Retired before the swap shows, so the gauges never say "done" too early.
+                {
+                    let mut retired = self.retired.lock();
+                    retired.push((
+                        old.key.clone(),
+                        std::time::Instant::now() + self.config.rewrite_grace,
+                    ));
+                    self.metrics
+                        .retired_objects
+                        .store(retired.len() as i64, Ordering::Relaxed);
+                }
+                self.metrics.rewrites.fetch_add(1, Ordering::Relaxed);
+                partition.set_cold_manifest(Arc::new(next));
+                // Same Kafka bytes under the new name: cached reads stay cached.
+                self.cache.rename(&old.key, &new_key);
+                tracing::debug!(old = %old.key, new = %new_key, "rewrote a cold object with typed columns");
+                true
+            }
+            Err(error) => {
+                self.metrics.rewrite_errors.fetch_add(1, Ordering::Relaxed);
+                self.rewrite_failed.lock().insert(
+                    manifest.objects[index].key.clone(),
+                    std::time::Instant::now(),
+                );
+                tracing::warn!(topic = %topic.name, partition = partition.index, %error, "cold tier: rewriting an object failed; it is retried later");
+                false
+            }
+        }
+    }
+
+    /// Deletes the objects replaced by rewrites whose grace period is over.
+    async fn delete_retired(&self) {
+        let now = std::time::Instant::now();
+        let due: Vec<String> = self
+            .retired
+            .lock()
+            .iter()
+            .filter(|(_, after)| *after <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.cache.forget(&key);
+            // Left behind, it is an orphan that the next load removes; retried meanwhile.
+            if let Err(error) = self.store().delete(&key).await {
+                tracing::warn!(%error, %key, "could not delete an object replaced by a rewrite");
+                continue;
+            }
+            let mut retired = self.retired.lock();
+            retired.retain(|(retired_key, _)| *retired_key != key);
+            self.metrics
+                .retired_objects
+                .store(retired.len() as i64, Ordering::Relaxed);
         }
     }
 
@@ -500,6 +667,18 @@ impl Tiering {
             .offset_for_timestamp(max)
             .map(|(offset, _)| (max, offset)))
     }
+}
+
+/// The indexes of the objects whose typed columns are not `columns`.
+fn stale_objects(manifest: &Manifest, columns: &dyn tier::convert::ValueColumns) -> Vec<usize> {
+    let wanted = columns.describe();
+    manifest
+        .objects
+        .iter()
+        .enumerate()
+        .filter(|(_, object)| object.value_schema.as_deref() != Some(wanted.as_str()))
+        .map(|(index, _)| index)
+        .collect()
 }
 
 /// Where the local log may be cut: the end of the longest run of oldest sealed segments that

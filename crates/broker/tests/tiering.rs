@@ -1,8 +1,11 @@
 //! The cold tier in the broker: sealed segments are uploaded, local copies leave the hot window
 //! only once uploaded, cold reads give back the very batches that were produced, a restart
-//! reloads the manifest, and retention deletes objects manifest first.
+//! reloads the manifest, retention deletes objects manifest first, and rewrites add typed
+//! columns to old objects without changing what Kafka reads.
 
 use std::sync::Arc;
+
+use arrow_array::Array;
 use std::time::{Duration, Instant};
 
 use broker::partition::Partition;
@@ -314,4 +317,244 @@ fn a_missing_or_corrupt_object_is_an_error_never_wrong_data() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 3
     );
+}
+
+/// Typed columns for tests: the value's length under the name the topic's `value.schema`
+/// gives (the SQL layer supplies the real ones).
+#[derive(Debug)]
+struct Lengths(String);
+
+impl tier::convert::ValueColumns for Lengths {
+    fn fields(&self) -> arrow_schema::Fields {
+        arrow_schema::Fields::from(vec![arrow_schema::Field::new(
+            &self.0,
+            arrow_schema::DataType::Int64,
+            true,
+        )])
+    }
+
+    fn describe(&self) -> String {
+        format!("lengths: {}", self.0)
+    }
+
+    fn decode(
+        &self,
+        values: &arrow_array::BinaryViewArray,
+    ) -> Result<(arrow_array::StructArray, arrow_array::ArrayRef), String> {
+        let lengths: arrow_array::Int64Array =
+            values.iter().map(|v| v.map(|v| v.len() as i64)).collect();
+        let errors = arrow_array::new_null_array(&arrow_schema::DataType::Utf8, values.len());
+        let fields =
+            arrow_array::StructArray::try_new(self.fields(), vec![Arc::new(lengths)], None)
+                .map_err(|error| error.to_string())?;
+        Ok((fields, errors))
+    }
+}
+
+fn typed_broker(dir: &std::path::Path, grace: Duration) -> Arc<Broker> {
+    let mut config = config(dir);
+    config.tiering.as_mut().unwrap().rewrite_grace = grace;
+    let broker = Broker::open(config).unwrap();
+    broker.tiering.as_ref().unwrap().set_value_columns(Arc::new(
+        |topic: &broker::topics::Topic| {
+            let config = topic.config();
+            let declared = config.value_of("value.schema").trim();
+            (!declared.is_empty()).then(|| {
+                Arc::new(Lengths(declared.to_string())) as Arc<dyn tier::convert::ValueColumns>
+            })
+        },
+    ));
+    broker
+}
+
+/// The typed-columns description in each object's footer, read from the store's folder.
+fn footer_schemas(dir: &std::path::Path, manifest: &tier::Manifest) -> Vec<Option<String>> {
+    manifest
+        .objects
+        .iter()
+        .map(|object| {
+            let bytes = std::fs::read(dir.join("cold").join(&object.key)).unwrap();
+            tier::convert::read_value_schema(&bytes::Bytes::from(bytes)).unwrap()
+        })
+        .collect()
+}
+
+fn parquet_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("cold/events/0"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".parquet")
+        })
+        .count()
+}
+
+#[test]
+fn a_declared_schema_rewrites_old_objects_one_per_pass_and_fetches_stay_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let broker = typed_broker(dir.path(), Duration::from_secs(3600));
+    let topic_config =
+        TopicConfig::from_pairs([("segment.bytes", "4096"), ("local.retention.bytes", "0")])
+            .unwrap();
+    let topic = broker.topics.create("events", 1, 1, topic_config).unwrap();
+    let partition = topic.partition(0).unwrap();
+    let produced = produce(&broker, &partition, 0, 300);
+    let tiering = broker.tiering.as_ref().unwrap();
+    runtime.block_on(tiering.tick(&broker));
+    let before = partition.cold_manifest().unwrap();
+    let count = before.objects.len();
+    assert!(count >= 3, "{before:?}");
+    assert!(
+        footer_schemas(dir.path(), &before)
+            .iter()
+            .all(Option::is_none)
+    );
+    // Without a declared schema nothing is rewritten.
+    runtime.block_on(tiering.tick(&broker));
+    assert_eq!(partition.cold_manifest().unwrap().objects, before.objects);
+
+    let mut declared = topic.config();
+    declared.set("value.schema", "size").unwrap();
+    broker.topics.set_config("events", declared).unwrap();
+    let ranges = |manifest: &tier::Manifest| -> Vec<(i64, i64)> {
+        manifest
+            .objects
+            .iter()
+            .map(|object| (object.base_offset(), object.next_offset()))
+            .collect()
+    };
+    for pass in 1..=count {
+        runtime.block_on(tiering.tick(&broker));
+        let manifest = partition.cold_manifest().unwrap();
+        // One object per pass, one new manifest version each, the same offsets tiled.
+        assert_eq!(manifest.version, before.version + pass as u64);
+        assert_eq!(ranges(&manifest), ranges(&before));
+        let typed = manifest
+            .objects
+            .iter()
+            .filter(|object| object.value_schema.as_deref() == Some("lengths: size"))
+            .count();
+        assert_eq!(typed, pass);
+        let m = &tiering.metrics;
+        assert_eq!(
+            m.rewrites.load(std::sync::atomic::Ordering::Relaxed),
+            pass as u64
+        );
+        assert_eq!(
+            m.rewrite_pending_objects
+                .load(std::sync::atomic::Ordering::Relaxed),
+            (count - pass) as i64
+        );
+        assert_eq!(
+            read_all(&runtime, &broker, &partition, 0),
+            produced.concat()
+        );
+    }
+    let after = partition.cold_manifest().unwrap();
+    assert_eq!(
+        footer_schemas(dir.path(), &after),
+        vec![Some("lengths: size".to_string()); count]
+    );
+    // The replaced objects wait out the grace period: a reader handed one before the swap
+    // still reads it.
+    assert_eq!(parquet_files(dir.path()), 2 * count);
+    let old = runtime.block_on(tiering.load(&before.objects[0])).unwrap();
+    assert_eq!(old.base_offset(), 0);
+    runtime.block_on(tiering.tick(&broker));
+    assert_eq!(partition.cold_manifest().unwrap().version, after.version);
+
+    // A restart removes them as orphans; the data reads back the same.
+    broker.shutdown();
+    drop(broker);
+    let broker = typed_broker(dir.path(), Duration::ZERO);
+    let partition = broker.topics.get("events").unwrap().partition(0).unwrap();
+    runtime.block_on(broker.tiering.as_ref().unwrap().tick(&broker));
+    assert_eq!(partition.cold_manifest().unwrap().objects, after.objects);
+    assert_eq!(parquet_files(dir.path()), count);
+    assert_eq!(
+        read_all(&runtime, &broker, &partition, 0),
+        produced.concat()
+    );
+
+    // Another schema: every object is rewritten again, and with no grace the replaced objects
+    // go at the next pass.
+    let topic = broker.topics.get("events").unwrap();
+    let mut declared = topic.config();
+    declared.set("value.schema", "bytes").unwrap();
+    broker.topics.set_config("events", declared).unwrap();
+    let tiering = broker.tiering.as_ref().unwrap();
+    for _ in 0..=count {
+        runtime.block_on(tiering.tick(&broker));
+    }
+    let last = partition.cold_manifest().unwrap();
+    assert_eq!(
+        footer_schemas(dir.path(), &last),
+        vec![Some("lengths: bytes".to_string()); count]
+    );
+    assert_eq!(parquet_files(dir.path()), count);
+    assert_eq!(
+        tiering
+            .metrics
+            .retired_objects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        read_all(&runtime, &broker, &partition, 0),
+        produced.concat()
+    );
+}
+
+#[test]
+fn an_object_that_cannot_be_rewritten_does_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let broker = typed_broker(dir.path(), Duration::ZERO);
+    let topic_config =
+        TopicConfig::from_pairs([("segment.bytes", "4096"), ("local.retention.bytes", "0")])
+            .unwrap();
+    let topic = broker.topics.create("events", 1, 1, topic_config).unwrap();
+    let partition = topic.partition(0).unwrap();
+    produce(&broker, &partition, 0, 200);
+    let tiering = broker.tiering.as_ref().unwrap();
+    runtime.block_on(tiering.tick(&broker));
+    let before = partition.cold_manifest().unwrap();
+    let count = before.objects.len();
+    // The first object goes bad in the store.
+    std::fs::write(
+        dir.path().join("cold").join(&before.objects[0].key),
+        b"garbage",
+    )
+    .unwrap();
+
+    let mut declared = topic.config();
+    declared.set("value.schema", "size").unwrap();
+    broker.topics.set_config("events", declared).unwrap();
+    for _ in 0..count + 1 {
+        runtime.block_on(tiering.tick(&broker));
+    }
+    let after = partition.cold_manifest().unwrap();
+    let m = &tiering.metrics;
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&m.rewrite_errors), 1);
+    assert_eq!(load(&m.rewrites), count as u64 - 1);
+    // The bad object is still named, unchanged; every other one has the columns.
+    assert_eq!(after.objects[0], before.objects[0]);
+    assert!(
+        after.objects[1..]
+            .iter()
+            .all(|object| object.value_schema.as_deref() == Some("lengths: size"))
+    );
+    assert_eq!(
+        m.rewrite_pending_objects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(tiering.rewrite_pending(&topic, &after), 1);
 }

@@ -59,6 +59,9 @@ pub struct ColdInfo {
     pub objects: usize,
     pub bytes: u64,
     pub log_bytes: u64,
+    /// Objects waiting for a rewrite that adds the declared schema's typed columns.
+    #[serde(default)]
+    pub rewrite_pending: usize,
 }
 
 #[derive(Serialize, serde::Deserialize, Debug)]
@@ -68,7 +71,7 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
 }
 
-pub fn topic_info(topic: &broker::topics::Topic) -> TopicInfo {
+pub fn topic_info(broker: &broker::Broker, topic: &broker::topics::Topic) -> TopicInfo {
     let partitions = topic
         .partitions()
         .iter()
@@ -83,6 +86,10 @@ pub fn topic_info(topic: &broker::topics::Topic) -> TopicInfo {
                     objects: manifest.objects.len(),
                     bytes: manifest.size_bytes(),
                     log_bytes: manifest.log_bytes(),
+                    rewrite_pending: broker
+                        .tiering
+                        .as_ref()
+                        .map_or(0, |tiering| tiering.rewrite_pending(topic, manifest)),
                 },
                 None => ColdInfo {
                     loaded: false,
@@ -91,6 +98,7 @@ pub fn topic_info(topic: &broker::topics::Topic) -> TopicInfo {
                     objects: 0,
                     bytes: 0,
                     log_bytes: 0,
+                    rewrite_pending: 0,
                 },
             };
             PartitionInfo {
@@ -112,7 +120,7 @@ pub fn topic_info(topic: &broker::topics::Topic) -> TopicInfo {
 
 async fn topic(State(app): State<App>, Path(name): Path<String>) -> Response {
     match app.broker.topics.get(&name) {
-        Some(topic) => Json(topic_info(&topic)).into_response(),
+        Some(topic) => Json(topic_info(&app.broker, &topic)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             format!("topic {name} does not exist\n"),
@@ -207,6 +215,30 @@ async fn metrics(State(app): State<App>) -> Response {
                 "counter",
                 "Cold objects deleted by retention.",
                 load(&m.deleted_objects),
+            ),
+            (
+                "lakestream_tier_rewrites_total",
+                "counter",
+                "Cold objects rewritten to gain their topic's declared typed columns.",
+                load(&m.rewrites),
+            ),
+            (
+                "lakestream_tier_rewrite_errors_total",
+                "counter",
+                "Failed rewrites (the old object stays in use and is retried).",
+                load(&m.rewrite_errors),
+            ),
+            (
+                "lakestream_tier_rewrite_pending_objects",
+                "gauge",
+                "Cold objects lacking their topic's declared typed columns.",
+                m.rewrite_pending_objects.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "lakestream_tier_rewrite_retired_objects",
+                "gauge",
+                "Objects replaced by rewrites, deleted once the grace period is over.",
+                m.retired_objects.load(Ordering::Relaxed) as f64,
             ),
             (
                 "lakestream_tier_cache_hits_total",

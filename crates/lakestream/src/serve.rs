@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Largest run of log turned into one Parquet object [default: 33554432].
     #[arg(long, env = "LAKESTREAM_COLD_OBJECT_BYTES")]
     pub cold_object_bytes: Option<usize>,
+    /// How long an object replaced by a rewrite (typed columns added) stays in the store for
+    /// readers that were handed it before the swap [default: 300000].
+    #[arg(long, env = "LAKESTREAM_COLD_REWRITE_GRACE_MS")]
+    pub cold_rewrite_grace_ms: Option<u64>,
     /// Parquet compression of cold objects: zstd or snappy [default: zstd].
     #[arg(long, env = "LAKESTREAM_COLD_COMPRESSION")]
     pub cold_compression: Option<String>,
@@ -103,6 +107,7 @@ struct FileConfig {
     tier_interval_ms: Option<u64>,
     cold_cache_bytes: Option<usize>,
     cold_object_bytes: Option<usize>,
+    cold_rewrite_grace_ms: Option<u64>,
     cold_compression: Option<String>,
     sql_threads: Option<usize>,
     sql_memory_limit: Option<usize>,
@@ -193,6 +198,9 @@ impl ServeArgs {
             }
             if let Some(bytes) = self.cold_object_bytes.or(file.cold_object_bytes) {
                 tiering.object_bytes = bytes.max(1);
+            }
+            if let Some(ms) = self.cold_rewrite_grace_ms.or(file.cold_rewrite_grace_ms) {
+                tiering.rewrite_grace = Duration::from_millis(ms);
             }
             match self.cold_compression.or(file.cold_compression).as_deref() {
                 None | Some("zstd") => tiering.convert.codec = tier::ParquetCodec::Zstd,

@@ -264,6 +264,7 @@ pub fn format_storage(info: &TopicInfo) -> String {
             "Cold",
             "Objects",
             "ColdBytes",
+            "ToRewrite",
         ]
         .map(String::from)
         .to_vec(),
@@ -288,6 +289,7 @@ pub fn format_storage(info: &TopicInfo) -> String {
             cold,
             p.cold.objects.to_string(),
             p.cold.bytes.to_string(),
+            p.cold.rewrite_pending.to_string(),
         ]);
     }
     format!(
@@ -393,14 +395,15 @@ retention.ms    1000    topic
                     objects: 3,
                     bytes: 777,
                     log_bytes: 9000,
+                    rewrite_pending: 1,
                 },
             }],
         };
         let shown = format_storage(&storage);
         assert!(
             shown.ends_with(
-                "Partition  Hot        LocalBytes  Cold    Objects  ColdBytes\n\
-                 0          900..1000  4096        0..950  3        777\n"
+                "Partition  Hot        LocalBytes  Cold    Objects  ColdBytes  ToRewrite\n\
+                 0          900..1000  4096        0..950  3        777        1\n"
             ),
             "{shown}"
         );

@@ -1,14 +1,14 @@
 //! `CREATE TABLE name WITH (format = 'parquet', compression = 'snappy', bucket_count = N,
 //! location = '...') AS SELECT ...`, as in Athena and Trino: the query's rows written as N
 //! Parquet files into the object store (by default the cold store's `tables/<name>/`), then the
-//! table registered for querying.
+//! table registered for querying and recorded in the table catalog (`catalog`), so it is
+//! there again after a restart.
 
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, Result};
-use datafusion::prelude::ParquetReadOptions;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, Expr, SqlOption, Statement, Value};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -18,6 +18,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tier::{StoreLocation, TierStore};
 
+use crate::catalog::{self, TableEntry};
 use crate::engine::Engine;
 
 /// Files one CTAS may write.
@@ -134,6 +135,7 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     let frame = engine.context().sql(&query.to_string()).await?;
     // Exactly `buckets` files: the rows' batches dealt round-robin to the writers.
     let mut stream = frame.execute_stream().await?;
+    let table_schema = stream.schema();
     let properties = WriterProperties::builder()
         .set_compression(options.compression)
         .build();
@@ -158,17 +160,16 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
             .map_err(|error| DataFusionError::Execution(format!("writing {key}: {error}")))?;
         files += 1;
     }
-    let shown = match &location {
-        StoreLocation::Local(path) => {
-            let path = path.display().to_string();
-            engine
-                .context()
-                .register_parquet(&name, &path, ParquetReadOptions::default())
-                .await?;
-            path
-        }
-        StoreLocation::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
-    };
+    // Registered, then recorded durably before the answer: the table outlives a restart.
+    let entry = TableEntry::new(&name, &location, &table_schema);
+    catalog::register(engine.context(), &entry)?;
+    if let Err(error) = engine.catalog().add(entry.clone()) {
+        let _ = engine.context().deregister_table(name.as_str());
+        return Err(DataFusionError::Execution(format!(
+            "table {name} was written but could not be recorded in the catalog: {error}"
+        )));
+    }
+    let shown = entry.location;
     let schema = Arc::new(Schema::new(vec![
         Field::new("rows", DataType::Int64, false),
         Field::new("files", DataType::Int64, false),

@@ -26,6 +26,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::catalog::TableCatalog;
 use crate::provider::TopicSchema;
 use crate::rows::OFFSET;
 use crate::scan::TopicScanExec;
@@ -60,6 +61,7 @@ pub struct QueryOutput {
 
 pub struct Engine {
     context: SessionContext,
+    catalog: Arc<TableCatalog>,
     runtime: tokio::runtime::Runtime,
     topics: Arc<TopicSchema>,
     pub broker: Arc<Broker>,
@@ -77,7 +79,11 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|error| DataFusionError::External(Box::new(error)))?;
-        let topics = Arc::new(TopicSchema::new(Arc::clone(&broker)));
+        let tables = Arc::new(
+            TableCatalog::open(&broker.config.data_dir)
+                .map_err(|error| DataFusionError::External(Box::new(error)))?,
+        );
+        let topics = Arc::new(TopicSchema::new(Arc::clone(&broker), Arc::clone(&tables)));
         // A value format that cannot decode is refused when configured, not when queried.
         broker.set_config_check(Arc::new(|config| {
             crate::format::check_config(config).map_err(|error| error.to_string())
@@ -120,8 +126,15 @@ impl Engine {
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|error| *error)?;
+        // Tables made by CTAS before a restart.
+        for entry in tables.tables() {
+            if let Err(error) = crate::catalog::register(&context, &entry) {
+                tracing::warn!(table = %entry.name, location = %entry.location, %error, "a table of the catalog cannot be registered");
+            }
+        }
         Ok(Arc::new(Engine {
             context,
+            catalog: tables,
             runtime,
             topics,
             broker,
@@ -135,6 +148,11 @@ impl Engine {
     /// The SQL runtime, where queries and the PostgreSQL server run.
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
+    }
+
+    /// The CTAS tables kept across restarts.
+    pub fn catalog(&self) -> &TableCatalog {
+        &self.catalog
     }
 
     pub fn topics(&self) -> &TopicSchema {

@@ -8,6 +8,7 @@
 //! **Architecture invariant:** the engine runs on its own runtime; the broker never waits on it.
 
 pub mod avro;
+pub mod catalog;
 pub mod ctas;
 pub mod engine;
 pub mod format;

@@ -29,6 +29,8 @@ pub struct TopicSchema {
     broker: Arc<Broker>,
     /// Tables made by CREATE TABLE ... AS (Parquet in the object store), by name.
     tables: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    /// Where those tables are recorded: DROP TABLE removes them there too.
+    catalog: Arc<crate::catalog::TableCatalog>,
     /// Inferred JSON schemas by topic id: inferred once, then frozen.
     inferred: Mutex<HashMap<String, SchemaRef>>,
 }
@@ -40,10 +42,11 @@ impl std::fmt::Debug for TopicSchema {
 }
 
 impl TopicSchema {
-    pub fn new(broker: Arc<Broker>) -> TopicSchema {
+    pub fn new(broker: Arc<Broker>, catalog: Arc<crate::catalog::TableCatalog>) -> TopicSchema {
         TopicSchema {
             broker,
             tables: Mutex::new(HashMap::new()),
+            catalog,
             inferred: Mutex::new(HashMap::new()),
         }
     }
@@ -249,6 +252,12 @@ impl SchemaProvider for TopicSchema {
                 "{name} is a topic: delete it with `lakestream topics delete {name}` (or DeleteTopics)"
             )));
         }
+        // Durably forgotten first: a table that comes back after a restart was not dropped.
+        self.catalog.remove(name).map_err(|error| {
+            DataFusionError::Execution(format!(
+                "table {name} could not be removed from the catalog: {error}"
+            ))
+        })?;
         Ok(self.tables.lock().remove(name))
     }
 }

@@ -202,6 +202,16 @@ impl ColdCache {
         }
     }
 
+    /// Moves a cached object to a new name (a rewrite: the same batches in a new object).
+    pub fn rename(&self, from: &str, to: &str) {
+        let mut entries = self.entries.lock();
+        if let Some(cached) = entries.cached.remove(from)
+            && let Some(previous) = entries.cached.insert(to.to_string(), cached)
+        {
+            entries.bytes -= previous.batches.size_bytes();
+        }
+    }
+
     /// Drops a deleted object from the cache.
     pub fn forget(&self, key: &str) {
         let mut entries = self.entries.lock();

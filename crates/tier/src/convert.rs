@@ -63,7 +63,9 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::errors::ParquetError;
@@ -293,41 +295,13 @@ pub fn batches_to_parquet(
     let schema = schema();
     let file_schema = match &options.value_columns {
         None => schema.clone(),
-        Some(columns) => {
-            let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
-            fields.push(Arc::new(Field::new(
-                FIELDS_COLUMN,
-                DataType::Struct(columns.fields()),
-                true,
-            )));
-            fields.push(Arc::new(Field::new(
-                FIELDS_ERROR_COLUMN,
-                DataType::Utf8,
-                true,
-            )));
-            Arc::new(Schema::new(fields))
-        }
+        Some(columns) => typed_schema(columns.as_ref()),
     };
     let typed = |batch: RecordBatch| -> Result<RecordBatch, ConvertError> {
-        let Some(columns) = &options.value_columns else {
-            return Ok(batch);
-        };
-        let values = batch
-            .column_by_name(column::VALUE)
-            .and_then(|array| array.as_binary_view_opt())
-            .ok_or(ConvertError::BadColumn {
-                column: column::VALUE,
-            })?;
-        let (fields, errors) =
-            columns
-                .decode(values)
-                .map_err(|reason| ConvertError::BadFooter {
-                    reason: format!("typed value columns: {reason}"),
-                })?;
-        let mut arrays = batch.columns().to_vec();
-        arrays.push(Arc::new(fields));
-        arrays.push(errors);
-        Ok(RecordBatch::try_new(file_schema.clone(), arrays)?)
+        match &options.value_columns {
+            None => Ok(batch),
+            Some(columns) => with_typed_columns(batch, columns.as_ref(), &file_schema),
+        }
     };
     let mut writer = ArrowWriter::try_new(
         Vec::with_capacity(log_bytes.len() / 2),
@@ -387,6 +361,120 @@ pub fn batches_to_parquet(
     writer.append_key_value_metadata(KeyValue::new(
         FORMAT_VERSION_KEY.to_string(),
         FORMAT_VERSION.to_string(),
+    ));
+    Ok((writer.into_inner()?, stats))
+}
+
+/// The schema of a cold object with `columns`: the base columns, `fields` and `fields_error`.
+fn typed_schema(columns: &dyn ValueColumns) -> SchemaRef {
+    let mut fields: Vec<FieldRef> = schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        FIELDS_COLUMN,
+        DataType::Struct(columns.fields()),
+        true,
+    )));
+    fields.push(Arc::new(Field::new(
+        FIELDS_ERROR_COLUMN,
+        DataType::Utf8,
+        true,
+    )));
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` (the base columns) with the typed columns decoded from its `value` appended.
+fn with_typed_columns(
+    batch: RecordBatch,
+    columns: &dyn ValueColumns,
+    file_schema: &SchemaRef,
+) -> Result<RecordBatch, ConvertError> {
+    let values = batch
+        .column_by_name(column::VALUE)
+        .and_then(|array| array.as_binary_view_opt())
+        .ok_or(ConvertError::BadColumn {
+            column: column::VALUE,
+        })?;
+    let (fields, errors) = columns
+        .decode(values)
+        .map_err(|reason| ConvertError::BadFooter {
+            reason: format!("typed value columns: {reason}"),
+        })?;
+    let mut arrays = batch.columns().to_vec();
+    arrays.push(Arc::new(fields));
+    arrays.push(errors);
+    Ok(RecordBatch::try_new(file_schema.clone(), arrays)?)
+}
+
+/// Rewrites a cold object with the typed value columns of `options.value_columns` (replacing
+/// any it had): every base column, row group boundary and footer entry is copied as it is, so
+/// Kafka reads of the new object give the same bytes as reads of the old one. Returns the new
+/// file and the (unchanged) stats.
+pub fn rewrite_value_columns(
+    file: Bytes,
+    options: &ConvertOptions,
+) -> Result<(Vec<u8>, ObjectStats), ConvertError> {
+    let columns = options
+        .value_columns
+        .as_ref()
+        .ok_or_else(|| ConvertError::BadFooter {
+            reason: "a rewrite needs typed value columns".into(),
+        })?;
+    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+    let stats = stats_from_footer(metadata.metadata().file_metadata())?;
+    let base = schema();
+    let mut roots = Vec::with_capacity(base.fields().len());
+    for field in base.fields() {
+        let index =
+            metadata
+                .schema()
+                .index_of(field.name())
+                .map_err(|_| ConvertError::BadFooter {
+                    reason: format!("column {} is missing", field.name()),
+                })?;
+        roots.push(index);
+    }
+    let mask = ProjectionMask::roots(metadata.parquet_schema(), roots);
+    let file_schema = typed_schema(columns.as_ref());
+    let mut writer = ArrowWriter::try_new(
+        Vec::with_capacity(file.len() * 2),
+        file_schema.clone(),
+        Some(writer_properties(options)?),
+    )?;
+    for row_group in 0..metadata.metadata().num_row_groups() {
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), metadata.clone())
+                .with_projection(mask.clone())
+                .with_row_groups(vec![row_group])
+                .with_batch_size(READ_BATCH_ROWS_MAX)
+                .build()?;
+        for batch in reader {
+            // The base schema in its own order, types checked.
+            let batch = batch?;
+            let arrays = base
+                .fields()
+                .iter()
+                .map(|field| batch.column_by_name(field.name()).cloned())
+                .collect::<Option<Vec<ArrayRef>>>()
+                .ok_or_else(|| ConvertError::BadFooter {
+                    reason: "a base column went missing while reading".into(),
+                })?;
+            let batch = RecordBatch::try_new(base.clone(), arrays)?;
+            writer.write(&with_typed_columns(batch, columns.as_ref(), &file_schema)?)?;
+        }
+        writer.flush()?;
+    }
+    let kept = metadata
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.key.starts_with("lakestream.") && entry.key != VALUE_SCHEMA_KEY);
+    for entry in kept {
+        writer.append_key_value_metadata(entry.clone());
+    }
+    writer.append_key_value_metadata(KeyValue::new(
+        VALUE_SCHEMA_KEY.to_string(),
+        columns.describe(),
     ));
     Ok((writer.into_inner()?, stats))
 }
@@ -808,6 +896,18 @@ impl ColdBatches {
 pub fn read_stats(file: &Bytes) -> Result<ObjectStats, ConvertError> {
     let metadata = ParquetMetaDataReader::new().parse_and_finish(file)?;
     stats_from_footer(metadata.file_metadata())
+}
+
+/// Reads the typed value columns' description ([`VALUE_SCHEMA_KEY`]) from a Parquet footer.
+pub fn read_value_schema(file: &Bytes) -> Result<Option<String>, ConvertError> {
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(file)?;
+    Ok(metadata
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry.key == VALUE_SCHEMA_KEY)
+        .and_then(|entry| entry.value.clone()))
 }
 
 fn stats_from_footer(metadata: &FileMetaData) -> Result<ObjectStats, ConvertError> {

@@ -9,7 +9,9 @@
 //! broker delete the local segment. Deleting (retention) writes the manifest without the
 //! objects first, then deletes them. A data object that the current manifest does not name is
 //! an orphan (a crash between the two writes, or a deletion cut short) and is removed when the
-//! manifest is loaded.
+//! manifest is loaded. A rewrite (typed value columns added to an old object) writes the new
+//! object, then the version naming it in place of the old one, and only later deletes the old
+//! object.
 
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +127,23 @@ impl Manifest {
                 .map_or(self.end_offset, ObjectEntry::next_offset),
             objects,
         }
+    }
+
+    /// The next version with `entry` in place of the object at `index`, which holds the same
+    /// offsets (a rewrite). `None` if it does not.
+    pub fn with_replaced(&self, index: usize, entry: ObjectEntry) -> Option<Manifest> {
+        let old = self.objects.get(index)?;
+        if (old.base_offset(), old.next_offset()) != (entry.base_offset(), entry.next_offset()) {
+            return None;
+        }
+        let mut objects = self.objects.clone();
+        objects[index] = entry;
+        Some(Manifest {
+            version: self.version + 1,
+            topic_id: self.topic_id.clone(),
+            end_offset: self.end_offset,
+            objects,
+        })
     }
 
     /// The next version without the first `count` objects.
@@ -303,6 +322,15 @@ mod tests {
         );
         assert!(emptied.find(29).is_none());
         assert_eq!(manifest.version, 2);
+        // A rewrite replaces one entry with one of the same offsets.
+        let mut rewritten = entry(20, 30, 50);
+        rewritten.key = "t/0/rewritten.parquet".into();
+        let replaced = manifest.with_replaced(1, rewritten.clone()).unwrap();
+        assert_eq!(replaced.version, 3);
+        assert_eq!(replaced.objects[1], rewritten);
+        assert_eq!(replaced.objects[0], manifest.objects[0]);
+        assert_eq!(replaced.next_offset(), manifest.next_offset());
+        assert!(manifest.with_replaced(0, rewritten).is_none());
     }
 
     #[tokio::test]

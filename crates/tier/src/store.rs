@@ -208,6 +208,12 @@ impl TierStore {
         &self.footers
     }
 
+    /// The underlying store (rooted at the location), for readers that bring their own limits
+    /// (the SQL engine's registry of object stores).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.inner)
+    }
+
     /// Runs one store call with a permit, a timeout per attempt and retries with backoff.
     async fn call<T, F, Fut>(
         &self,

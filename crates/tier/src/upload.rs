@@ -1,8 +1,11 @@
-//! Turning a run of sealed log batches into one Parquet object and a new manifest version.
+//! Turning a run of sealed log batches into one Parquet object and a new manifest version, and
+//! rewriting an object with typed value columns under a new version.
 
 use bytes::Bytes;
 
-use crate::convert::{ConvertError, ConvertOptions, batches_to_parquet};
+use crate::convert::{
+    ConvertError, ConvertOptions, batches_to_parquet, parquet_to_batches, rewrite_value_columns,
+};
 use crate::manifest::{self, Manifest, ManifestError, ObjectEntry, PartitionPrefix};
 use crate::store::TierStore;
 
@@ -18,6 +21,8 @@ pub enum UploadError {
     Manifest(#[from] ManifestError),
     #[error("the conversion task failed: {0}")]
     Task(String),
+    #[error("rewriting {key}: {reason}")]
+    Rewrite { key: String, reason: String },
 }
 
 /// Converts `log_bytes` (whole stored batches that continue the manifest), writes the object,
@@ -55,4 +60,71 @@ pub async fn upload(
     let next = current.with_object(entry.clone());
     manifest::commit(store, prefix, &next).await?;
     Ok((next, entry))
+}
+
+/// Rewrites the object at `index` of `current` with the typed columns of
+/// `options.value_columns`: reads it, writes a new object (a new name) holding the same rows
+/// plus the typed columns, checks that both re-encode to the same Kafka batches, then writes
+/// the manifest version naming the new object in its place. Returns the new manifest and the
+/// replaced entry; the caller deletes the old object once no reader can still want it. On error
+/// the current manifest still holds (at worst an orphan is left, removed at the next load).
+pub async fn rewrite(
+    store: &TierStore,
+    prefix: &PartitionPrefix,
+    current: &Manifest,
+    index: usize,
+    options: ConvertOptions,
+) -> Result<(Manifest, ObjectEntry), UploadError> {
+    let old = current
+        .objects
+        .get(index)
+        .ok_or_else(|| UploadError::Rewrite {
+            key: String::new(),
+            reason: format!("the manifest has no object {index}"),
+        })?
+        .clone();
+    let value_schema = options
+        .value_columns
+        .as_ref()
+        .map(|columns| columns.describe());
+    let bytes = store.get(&old.key).await.map_err(ManifestError::from)?;
+    let key = old.key.clone();
+    let rewritten = tokio::task::spawn_blocking(move || {
+        let (file, stats) = rewrite_value_columns(bytes.clone(), &options)?;
+        let file = Bytes::from(file);
+        // Checked twice on the storage path: Kafka reads must not change.
+        let before = parquet_to_batches(bytes)?;
+        let after = parquet_to_batches(file.clone())?;
+        Ok::<_, ConvertError>((file, stats, before.bytes() == after.bytes()))
+    })
+    .await
+    .map_err(|error| UploadError::Task(error.to_string()))?;
+    let (file, stats, same) = rewritten.map_err(|source| UploadError::Convert {
+        offset: old.base_offset(),
+        source,
+    })?;
+    if !same || stats != old.stats {
+        return Err(UploadError::Rewrite {
+            key,
+            reason: "the rewritten object would not read back the same".into(),
+        });
+    }
+    let entry = ObjectEntry {
+        key: prefix.data_key(&stats),
+        size_bytes: file.len() as u64,
+        value_schema,
+        stats,
+    };
+    store
+        .put_new(&entry.key, file)
+        .await
+        .map_err(ManifestError::from)?;
+    let next = current
+        .with_replaced(index, entry)
+        .ok_or_else(|| UploadError::Rewrite {
+            key: old.key.clone(),
+            reason: "the new object's offsets differ".into(),
+        })?;
+    manifest::commit(store, prefix, &next).await?;
+    Ok((next, old))
 }

@@ -696,6 +696,124 @@ fn a_batch_spanning_reader_batches_and_row_groups() {
     );
 }
 
+/// Typed columns for tests: each value's length, and an error for a NULL value.
+#[derive(Debug)]
+struct Lengths(&'static str);
+
+impl ValueColumns for Lengths {
+    fn fields(&self) -> Fields {
+        Fields::from(vec![Field::new(self.0, DataType::Int64, true)])
+    }
+
+    fn describe(&self) -> String {
+        format!("lengths: {} Int64", self.0)
+    }
+
+    fn decode(&self, values: &BinaryViewArray) -> Result<(StructArray, ArrayRef), String> {
+        let lengths: Int64Array = values.iter().map(|v| v.map(|v| v.len() as i64)).collect();
+        let errors: arrow_array::StringArray = values
+            .iter()
+            .map(|v| v.is_none().then_some("no value"))
+            .collect();
+        let fields = StructArray::try_new(self.fields(), vec![Arc::new(lengths)], None)
+            .map_err(|error| error.to_string())?;
+        Ok((fields, Arc::new(errors)))
+    }
+}
+
+fn footer_value(file: &[u8], key: &str) -> Option<String> {
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&Bytes::from(file.to_vec()))
+        .unwrap();
+    metadata
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry.key == key)
+        .and_then(|entry| entry.value.clone())
+}
+
+#[test]
+fn a_rewrite_adds_typed_columns_and_changes_nothing_kafka_reads() {
+    let garbage = BatchBuilder::new(3)
+        .opaque_payload(Compression::Zstd, 2, 50, b"not zstd at all")
+        .build();
+    let log = concat(&[
+        compress_batch(&dense(0, 3, 10), Codec::Lz4),
+        garbage,
+        BatchBuilder::new(6)
+            .record(Some(b"k"), None, 60)
+            .record(None, Some(b"four"), 61)
+            .build(),
+        dense(8, 200, 90),
+        dense(208, 200, 95),
+        dense(408, 200, 99),
+    ]);
+    let options = ConvertOptions {
+        row_group_bytes: 1 << 10,
+        ..ConvertOptions::default()
+    };
+    let (plain, stats, cold) = convert_with(&log, &options);
+    assert_eq!(footer_value(&plain, VALUE_SCHEMA_KEY), None);
+    let groups = |file: &[u8]| {
+        ParquetMetaDataReader::new()
+            .parse_and_finish(&Bytes::from(file.to_vec()))
+            .unwrap()
+            .num_row_groups()
+    };
+    let typed = ConvertOptions {
+        value_columns: Some(Arc::new(Lengths("length"))),
+        ..options.clone()
+    };
+    let (rewritten, rewritten_stats) =
+        rewrite_value_columns(Bytes::from(plain.clone()), &typed).unwrap();
+    assert_eq!(rewritten_stats, stats);
+    assert_eq!(
+        footer_value(&rewritten, VALUE_SCHEMA_KEY).as_deref(),
+        Some("lengths: length Int64")
+    );
+    assert_eq!(
+        footer_value(&rewritten, STATS_KEY),
+        footer_value(&plain, STATS_KEY)
+    );
+    assert_eq!(groups(&rewritten), groups(&plain));
+    assert!(groups(&plain) > 1);
+    let again = parquet_to_batches(Bytes::from(rewritten.clone())).unwrap();
+    assert_eq!(again.bytes(), cold.bytes());
+    // Every base column is the same, and the typed ones follow the values.
+    let (before, after) = (parquet_rows(&plain), parquet_rows(&rewritten));
+    for field in schema().fields() {
+        assert_eq!(
+            before.column_by_name(field.name()).unwrap().to_data(),
+            after.column_by_name(field.name()).unwrap().to_data(),
+            "{}",
+            field.name()
+        );
+    }
+    let fields = after.column_by_name(FIELDS_COLUMN).unwrap().as_struct();
+    let lengths = fields.column(0).as_primitive::<Int64Type>();
+    let values = binary_column(&after, "value");
+    for (row, value) in values.iter().enumerate() {
+        assert_eq!(lengths.is_null(row), value.is_none(), "row {row}");
+    }
+    assert_eq!(lengths.value(5), 4);
+    // A rewrite under another schema replaces the typed columns.
+    let other = ConvertOptions {
+        value_columns: Some(Arc::new(Lengths("size"))),
+        ..options
+    };
+    let (twice, _) = rewrite_value_columns(Bytes::from(rewritten), &other).unwrap();
+    let rows = parquet_rows(&twice);
+    assert_eq!(rows.num_columns(), schema().fields().len() + 2);
+    let fields = rows.column_by_name(FIELDS_COLUMN).unwrap().as_struct();
+    assert_eq!(fields.column_names(), ["size"]);
+    assert_eq!(
+        parquet_to_batches(Bytes::from(twice)).unwrap().bytes(),
+        cold.bytes()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Footer and errors
 

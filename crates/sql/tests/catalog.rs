@@ -1,0 +1,113 @@
+//! CTAS tables outlive a restart: the table catalog (`DATA_DIR/sql/tables.json`) registers them
+//! again when the engine starts.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, Float64Array, Int64Array};
+use broker::tiering::TieringConfig;
+use broker::topic_config::TopicConfig;
+use broker::{Broker, BrokerConfig};
+
+fn start(dir: &std::path::Path) -> (Arc<Broker>, Arc<sql::Engine>) {
+    let mut config = BrokerConfig::for_data_dir(dir.join("data"));
+    config.tiering = Some(TieringConfig::new(tier::StoreLocation::Local(
+        dir.join("cold"),
+    )));
+    let broker = Broker::open(config).unwrap();
+    let engine = sql::Engine::start(
+        Arc::clone(&broker),
+        sql::EngineConfig {
+            threads: 2,
+            memory_limit: 256 << 20,
+        },
+    )
+    .unwrap();
+    (broker, engine)
+}
+
+/// The rows of `sql` as (an integer column, a float column) pairs.
+fn rows(engine: &Arc<sql::Engine>, sql: &str) -> Vec<(i64, f64)> {
+    let output = engine.runtime().block_on(engine.query(sql)).unwrap();
+    let mut out = Vec::new();
+    for batch in &output.batches {
+        let ints = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let floats = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        for row in 0..batch.num_rows() {
+            assert!(!ints.is_null(row));
+            out.push((ints.value(row), floats.value(row)));
+        }
+    }
+    out
+}
+
+#[test]
+fn ctas_tables_are_there_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, engine) = start(dir.path());
+    let config = TopicConfig::from_pairs([
+        ("value.format", "json"),
+        ("value.schema", "n BIGINT, x DOUBLE"),
+    ])
+    .unwrap();
+    broker.topics.create("nums", 1, 1, config).unwrap();
+    engine
+        .runtime()
+        .block_on(engine.query(
+            r#"INSERT INTO nums (_value) VALUES ('{"n": 1, "x": 0.5}'), ('{"n": 2, "x": 1.5}'), ('{"n": 3, "x": 2.5}')"#,
+        ))
+        .unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    for sql in [
+        "CREATE TABLE small WITH (format = 'parquet') AS SELECT n, x FROM nums WHERE n < 3"
+            .to_string(),
+        format!(
+            "CREATE TABLE big WITH (format = 'parquet', bucket_count = 2, location = '{}') AS SELECT n, x FROM nums WHERE n > 1",
+            elsewhere.display()
+        ),
+    ] {
+        engine.runtime().block_on(engine.query(&sql)).unwrap();
+    }
+    let small = rows(&engine, "SELECT n, x FROM small ORDER BY n");
+    let big = rows(&engine, "SELECT n, x FROM big ORDER BY n");
+    assert_eq!(small, [(1, 0.5), (2, 1.5)]);
+    assert_eq!(big, [(2, 1.5), (3, 2.5)]);
+    broker.shutdown();
+    drop(engine);
+    drop(broker);
+
+    let (broker, engine) = start(dir.path());
+    assert_eq!(rows(&engine, "SELECT n, x FROM small ORDER BY n"), small);
+    assert_eq!(rows(&engine, "SELECT n, x FROM big ORDER BY n"), big);
+    // Still taken: a second CTAS of the same name is refused.
+    let again = engine.runtime().block_on(
+        engine.query("CREATE TABLE small WITH (format = 'parquet') AS SELECT n, x FROM nums"),
+    );
+    assert!(again.is_err());
+    // DROP TABLE forgets it for good; the files stay where they are.
+    engine
+        .runtime()
+        .block_on(engine.query("DROP TABLE big"))
+        .unwrap();
+    broker.shutdown();
+    drop(engine);
+    drop(broker);
+    let (broker, engine) = start(dir.path());
+    assert!(
+        engine
+            .runtime()
+            .block_on(engine.query("SELECT n, x FROM big"))
+            .is_err()
+    );
+    assert_eq!(rows(&engine, "SELECT n, x FROM small ORDER BY n"), small);
+    assert!(elsewhere.join("part-00001.parquet").exists());
+    broker.shutdown();
+    drop(engine);
+}
