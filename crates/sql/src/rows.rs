@@ -357,6 +357,11 @@ impl RowsBuilder {
         self.projection.contains(&index)
     }
 
+    /// Whether no column is projected (only rows are counted).
+    pub fn projects_nothing(&self) -> bool {
+        self.projection.is_empty()
+    }
+
     /// The names of the projected decoded value columns.
     pub fn projected_value_fields(&self) -> Vec<String> {
         let fields = self.format.fields().len();

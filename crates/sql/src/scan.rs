@@ -533,7 +533,10 @@ impl PartitionScan {
             && arrow_schema.index_of(tier::convert::FIELDS_COLUMN).is_ok();
         // Only the columns the query needs: offsets and timestamps to keep rows by range (unless
         // every row is kept anyway), `raw_batch` where a row group holds whole batches.
-        let lean = typed && !raw_batches && all_inside;
+        // Rows whose columns come straight from the file: typed value columns, or no column at
+        // all (`count(*)`).
+        let direct = typed || self.builder.projects_nothing();
+        let lean = direct && !raw_batches && all_inside;
         let mut wanted = Vec::new();
         if !lean || self.builder.projects(rows::OFFSET_INDEX) {
             wanted.push("offset");
@@ -603,7 +606,7 @@ impl PartitionScan {
             let raw_rows = batch
                 .column_by_name("raw_batch")
                 .is_some_and(|raw| raw.null_count() < raw.len());
-            if typed && !raw_rows {
+            if direct && !raw_rows {
                 self.add_typed_batch(&batch, range, sender)?;
             } else {
                 self.add_cold_batch(&batch, range)?;

@@ -67,7 +67,7 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::basic::{Compression as ParquetCompression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::{DEFAULT_CREATED_BY, WriterProperties};
@@ -484,8 +484,34 @@ fn writer_properties(options: &ConvertOptions) -> Result<WriterProperties, Conve
         ParquetCodec::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(1)?),
         ParquetCodec::Snappy => ParquetCompression::SNAPPY,
     };
-    Ok(WriterProperties::builder()
-        .set_compression(compression)
+    // The record's own bytes (kept for Kafka, large, read whole) take the configured codec; the
+    // columns queries read (offsets, timestamps, batch fields, typed value fields) take Snappy,
+    // which decodes fast and costs nothing to set up per column chunk.
+    let mut builder = WriterProperties::builder().set_compression(ParquetCompression::SNAPPY);
+    let header = |leaf: &str| {
+        ColumnPath::new(vec![
+            column::HEADERS.to_string(),
+            "list".to_string(),
+            column::HEADER_ELEMENT.to_string(),
+            leaf.to_string(),
+        ])
+    };
+    for path in [
+        ColumnPath::from(column::KEY),
+        ColumnPath::from(column::VALUE),
+        ColumnPath::from(column::RAW_BATCH),
+        header(column::HEADER_KEY),
+        header(column::HEADER_VALUE),
+    ] {
+        builder = builder.set_column_compression(path, compression);
+    }
+    // Offsets and timestamps mostly rise by small steps: delta encoding makes them tiny.
+    for name in [column::OFFSET, column::TIMESTAMP] {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(name), false)
+            .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
+    }
+    Ok(builder
         // Values are mostly distinct: a dictionary would be built and then abandoned.
         .set_column_dictionary_enabled(ColumnPath::from(column::VALUE), false)
         .set_column_dictionary_enabled(ColumnPath::from(column::RAW_BATCH), false)

@@ -17,8 +17,9 @@ use crate::store::{StoreError, TierStore};
 
 /// Bytes read from an object's end in one go: most footers fit.
 const FOOTER_PREFETCH: u64 = 64 << 10;
-/// Ranges closer than this are fetched as one.
-const COALESCE_GAP: u64 = 256 << 10;
+/// Ranges closer than this are fetched as one (the store may coalesce further: remote stores
+/// do, by their own rule; a local folder reads each range).
+const COALESCE_GAP: u64 = 0;
 
 /// Parsed footers by object key, bounded by their in-memory size; the oldest go first.
 pub(crate) struct Footers {

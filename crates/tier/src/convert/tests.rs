@@ -1124,3 +1124,34 @@ proptest! {
         prop_assert_eq!((cold.base_offset(), cold.next_offset()), (stats.base_offset, stats.next_offset));
     }
 }
+
+#[test]
+fn record_bytes_take_the_codec_and_query_columns_take_snappy() {
+    let log = concat(&[dense(0, 50, 1_000), dense(50, 50, 2_000)]);
+    let (file, _, _) = convert(&log);
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&Bytes::from(file))
+        .unwrap();
+    let group = metadata.row_group(0);
+    let chunk = |path: &str| {
+        group
+            .columns()
+            .iter()
+            .find(|chunk| chunk.column_path().string() == path)
+            .unwrap_or_else(|| panic!("no column {path}"))
+    };
+    for path in ["value", "key", "raw_batch", "headers.list.element.value"] {
+        assert!(
+            matches!(chunk(path).compression(), ParquetCompression::ZSTD(_)),
+            "{path}: {:?}",
+            chunk(path).compression()
+        );
+    }
+    for path in ["offset", "timestamp", "batch_base_offset"] {
+        assert_eq!(chunk(path).compression(), ParquetCompression::SNAPPY, "{path}");
+    }
+    for path in ["offset", "timestamp"] {
+        let encodings: Vec<_> = chunk(path).encodings().collect();
+        assert!(encodings.contains(&Encoding::DELTA_BINARY_PACKED), "{path}: {encodings:?}");
+    }
+}
