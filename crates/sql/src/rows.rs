@@ -64,7 +64,16 @@ pub fn table_schema(format: &ValueFormat) -> SchemaRef {
         Field::new(VALUE, DataType::Binary, true),
     ];
     if format.decodes() {
-        fields.extend(format.fields().iter().map(|field| field.as_ref().clone()));
+        // Text value fields are string views: cheap to read from Parquet dictionaries, and
+        // DataFusion groups and compares short ones inline.
+        fields.extend(format.fields().iter().map(|field| {
+            let field = field.as_ref().clone();
+            if field.data_type() == &DataType::Utf8 {
+                field.with_data_type(DataType::Utf8View)
+            } else {
+                field
+            }
+        }));
         fields.push(Field::new(ERROR_COLUMN, DataType::Utf8, true));
     }
     Arc::new(Schema::new(fields))
@@ -334,7 +343,13 @@ impl RowsBuilder {
                 6 => Arc::new(values.clone().expect("values are read when projected")),
                 index if index < 7 + value_fields => {
                     let decoded = decoded.as_ref().expect("values are decoded when projected");
-                    Arc::clone(&decoded.columns[index - 7])
+                    let column = &decoded.columns[index - 7];
+                    let wanted = self.table.field(index).data_type();
+                    if column.data_type() == wanted {
+                        Arc::clone(column)
+                    } else {
+                        arrow::compute::cast(column, wanted)?
+                    }
                 }
                 _ => {
                     let decoded = decoded.as_ref().expect("values are decoded when projected");

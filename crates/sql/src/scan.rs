@@ -277,6 +277,43 @@ impl ExecutionPlan for TopicScanExec {
     }
 }
 
+/// The schema of a cold file with the text fields of its typed `fields` struct read as string
+/// views; `None` if it has none.
+fn string_views(schema: &SchemaRef) -> Option<SchemaRef> {
+    let index = schema.index_of(tier::convert::FIELDS_COLUMN).ok()?;
+    let DataType::Struct(children) = schema.field(index).data_type() else {
+        return None;
+    };
+    if !children
+        .iter()
+        .any(|child| child.data_type() == &DataType::Utf8)
+    {
+        return None;
+    }
+    let children: Fields = children
+        .iter()
+        .map(|child| {
+            if child.data_type() == &DataType::Utf8 {
+                Arc::new(child.as_ref().clone().with_data_type(DataType::Utf8View))
+            } else {
+                Arc::clone(child)
+            }
+        })
+        .collect();
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields[index] = Arc::new(
+        schema
+            .field(index)
+            .as_ref()
+            .clone()
+            .with_data_type(DataType::Struct(children)),
+    );
+    Some(Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
 /// Why a scan stopped early.
 enum Stop {
     /// The query no longer wants rows (cancelled, or the limit is reached).
@@ -473,9 +510,15 @@ impl PartitionScan {
             .runtime
             .block_on(store.parquet_footer(&entry.key, entry.size_bytes))
             .map_err(|error| failed(&error))?;
-        let reader_metadata =
+        let mut reader_metadata =
             ArrowReaderMetadata::try_new(Arc::clone(&metadata), ArrowReaderOptions::new())
                 .map_err(|error| failed(&error))?;
+        // Typed text fields are read as string views, the table's type for them.
+        if let Some(hint) = string_views(reader_metadata.schema()) {
+            let options = ArrowReaderOptions::new().with_schema(hint);
+            reader_metadata = ArrowReaderMetadata::try_new(Arc::clone(&metadata), options)
+                .map_err(|error| failed(&error))?;
+        }
         // Row groups whose offsets or timestamps cannot match are skipped.
         let columns = metadata.file_metadata().schema_descr();
         let column_index = |name: &str| {

@@ -1148,10 +1148,17 @@ fn record_bytes_take_the_codec_and_query_columns_take_snappy() {
         );
     }
     for path in ["offset", "timestamp", "batch_base_offset"] {
-        assert_eq!(chunk(path).compression(), ParquetCompression::SNAPPY, "{path}");
+        assert_eq!(
+            chunk(path).compression(),
+            ParquetCompression::SNAPPY,
+            "{path}"
+        );
     }
     for path in ["offset", "timestamp"] {
         let encodings: Vec<_> = chunk(path).encodings().collect();
-        assert!(encodings.contains(&Encoding::DELTA_BINARY_PACKED), "{path}: {encodings:?}");
+        assert!(
+            encodings.contains(&Encoding::DELTA_BINARY_PACKED),
+            "{path}: {encodings:?}"
+        );
     }
 }
