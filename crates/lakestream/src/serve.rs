@@ -68,7 +68,8 @@ pub struct ServeArgs {
     /// readers that were handed it before the swap [default: 300000].
     #[arg(long, env = "LAKESTREAM_COLD_REWRITE_GRACE_MS")]
     pub cold_rewrite_grace_ms: Option<u64>,
-    /// Parquet compression of cold objects: zstd or snappy [default: zstd].
+    /// Parquet compression of the record bytes in cold objects (key, value, headers): zstd or
+    /// snappy [default: zstd]. Columns that queries read are always LZ4.
     #[arg(long, env = "LAKESTREAM_COLD_COMPRESSION")]
     pub cold_compression: Option<String>,
     /// Threads of the SQL engine's own pool [default: the number of cores].
