@@ -10,6 +10,7 @@ LAKESTREAM_COLD_CRASH_CYCLES (default 6) and LAKESTREAM_COLD_CRASH_SEED for the 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -21,7 +22,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from conftest import lakestream_bin
-from e2e_util import (AckLog, ColdStore, check_tiling, consume_range, consumer, create_topic, local_segments,
+from e2e_util import (AckLog, ColdStore, check_tiling, consume_range, consumer, create_topic, http_sql, local_segments,
                       metrics, partition_status, produce_stream, producer, RecordStream,
                       tier_metrics, TimeIndex, topic_status, unique, verify_stream, wait_tiered, wait_until, watermarks)
 
@@ -212,6 +213,9 @@ def test_million_records_round_trip_through_cold_tier(kind, compression, request
     where = step("DuckDB reads the cold Parquet objects directly")
     check_parquet_with_duckdb(store, t, stream, named_objects, tmp_path / "parquet", where)
 
+    where = step("SQL over hot and cold (ranged reads of the objects) gives every record once")
+    check_sql_over_topic(broker, t, stream, want_hw, where)
+
     where = step("hot log still bounded after reading everything back")
     for p, s in partition_status(topic_status(broker, t)).items():
         assert s["local_bytes"] <= LOCAL_RET + 2 * SEG, f"{where}p{p}: local_bytes {s['local_bytes']}"
@@ -230,6 +234,33 @@ def test_million_records_round_trip_through_cold_tier(kind, compression, request
         assert re.search(rf"(?<![\w.]){n_obj}(?![\w.])", out.stdout), \
             f"{where}no object count {n_obj} for p{p}:\n{out.stdout}"
     step("done")
+
+
+def check_sql_over_topic(broker, topic: str, stream: RecordStream, counts: dict, where: str):
+    """Per partition: rows, distinct offsets, value and key bytes over the whole topic; then the
+    rows of a narrow CreateTime window (jittered, so out of order) — against what was produced."""
+    want, stamps = {}, []
+    for p, n in counts.items():
+        rows = value_bytes = key_bytes = 0
+        for off in range(n):
+            _, key, value, ts, _ = stream.fields(stream.index(p, off))
+            rows += 1
+            value_bytes += len(value or b"")
+            key_bytes += len(key or b"")
+            stamps.append(ts)
+        want[p] = {"p": p, "n": rows, "offsets": rows, "vb": value_bytes, "kb": key_bytes}
+    status, _, body = http_sql(broker, f"SELECT _partition AS p, count(*) AS n, count(DISTINCT _offset) AS offsets, "
+                                       f"sum(coalesce(length(encode(_value, 'hex')), 0)) / 2 AS vb, sum(coalesce(length(encode(_key, 'hex')), 0)) / 2 AS kb "
+                                       f"FROM \"{topic}\" GROUP BY _partition ORDER BY p", timeout=300)
+    assert status == 200, f"{where}{body[:500]!r}"
+    assert json.loads(body)["rows"] == [want[p] for p in sorted(want)], f"{where}{body[:1000]!r}"
+    stamps.sort()
+    lo, hi = stamps[len(stamps) // 3], stamps[len(stamps) // 3 + len(stamps) // 100]
+    expected = sum(1 for ts in stamps if lo <= ts < hi)
+    status, _, body = http_sql(broker, f"SELECT count(*) AS n FROM \"{topic}\" WHERE _timestamp >= to_timestamp_millis({lo}) "
+                                       f"AND _timestamp < to_timestamp_millis({hi})", timeout=300)
+    assert status == 200, f"{where}{body[:500]!r}"
+    assert json.loads(body)["rows"] == [{"n": expected}], f"{where}window [{lo}, {hi}): {body[:500]!r}"
 
 
 PARQUET_TYPES = {"offset": "BIGINT", "timestamp": "TIMESTAMP WITH TIME ZONE", "key": "BLOB", "value": "BLOB",
