@@ -69,7 +69,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LAKESTREAM_COLD_REWRITE_GRACE_MS")]
     pub cold_rewrite_grace_ms: Option<u64>,
     /// Parquet compression of the record bytes in cold objects (key, value, headers): zstd or
-    /// snappy [default: zstd]. Columns that queries read are always LZ4.
+    /// snappy [default: zstd]. Columns that queries read are encoded, not compressed.
     #[arg(long, env = "LAKESTREAM_COLD_COMPRESSION")]
     pub cold_compression: Option<String>,
     /// Threads of the SQL engine's own pool [default: the number of cores].

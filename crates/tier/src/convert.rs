@@ -485,10 +485,10 @@ fn writer_properties(options: &ConvertOptions) -> Result<WriterProperties, Conve
         ParquetCodec::Snappy => ParquetCompression::SNAPPY,
     };
     // The record's own bytes (kept for Kafka, large, read whole) take the configured codec; the
-    // columns queries read (offsets, timestamps, batch fields, typed value fields) take LZ4
-    // (raw), which decodes fastest, near a copy where data does not compress, and costs nothing
-    // to set up per column chunk.
-    let mut builder = WriterProperties::builder().set_compression(ParquetCompression::LZ4_RAW);
+    // columns queries read (offsets, timestamps, batch fields, typed value fields) are not
+    // compressed: they are encoded compactly instead (dictionaries, run lengths, deltas), and
+    // a scan uses their pages as they are, with no decompression and no copy.
+    let mut builder = WriterProperties::builder().set_compression(ParquetCompression::UNCOMPRESSED);
     let header = |leaf: &str| {
         ColumnPath::new(vec![
             column::HEADERS.to_string(),
@@ -506,11 +506,29 @@ fn writer_properties(options: &ConvertOptions) -> Result<WriterProperties, Conve
     ] {
         builder = builder.set_column_compression(path, compression);
     }
-    // Offsets and timestamps mostly rise by small steps: delta encoding makes them tiny.
-    for name in [column::OFFSET, column::TIMESTAMP] {
+    // Offsets and timestamps mostly rise by small steps: delta encoding makes them tiny. So do
+    // integer and timestamp value fields (event times, counters, ids).
+    let mut deltas = vec![
+        ColumnPath::from(column::OFFSET),
+        ColumnPath::from(column::TIMESTAMP),
+    ];
+    if let Some(columns) = &options.value_columns {
+        for field in columns.fields().iter() {
+            if matches!(
+                field.data_type(),
+                DataType::Int64 | DataType::Int32 | DataType::Timestamp(_, _)
+            ) {
+                deltas.push(ColumnPath::new(vec![
+                    FIELDS_COLUMN.to_string(),
+                    field.name().clone(),
+                ]));
+            }
+        }
+    }
+    for path in deltas {
         builder = builder
-            .set_column_dictionary_enabled(ColumnPath::from(name), false)
-            .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
     }
     Ok(builder
         // Values are mostly distinct: a dictionary would be built and then abandoned.
