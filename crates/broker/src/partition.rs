@@ -232,37 +232,6 @@ impl Partition {
         max_bytes: usize,
         end_offset: i64,
     ) -> Result<ReadResult, KafkaError> {
-        let mut buffer = Vec::new();
-        let (taken, high_watermark, log_start_offset) =
-            self.read_into(offset, max_bytes, end_offset, &mut buffer)?;
-        buffer.truncate(taken);
-        Ok(ReadResult {
-            records: Bytes::from(buffer),
-            high_watermark,
-            log_start_offset,
-        })
-    }
-
-    /// As [`Partition::read_until`], into `buffer` (grown as needed, reused by a caller that
-    /// reads again and again, e.g. a SQL scan): the batches are `buffer[..n]`.
-    pub fn read_until_into(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        end_offset: i64,
-        buffer: &mut Vec<u8>,
-    ) -> Result<usize, KafkaError> {
-        Ok(self.read_into(offset, max_bytes, end_offset, buffer)?.0)
-    }
-
-    /// The bytes read, the high watermark and the log start offset.
-    fn read_into(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        end_offset: i64,
-        buffer: &mut Vec<u8>,
-    ) -> Result<(usize, i64, i64), KafkaError> {
         let high_watermark = self.high_watermark();
         let log_start_offset = self.log_start_offset();
         let state = self.state.read();
@@ -282,14 +251,18 @@ impl Partition {
                 ),
             ));
         }
-        let taken = if offset >= high_watermark {
-            0
+        let records = if offset >= high_watermark {
+            Bytes::new()
         } else {
             state
                 .log
-                .read_until_into(offset, max_bytes, high_watermark.min(end_offset), buffer)?
+                .read_until(offset, max_bytes, high_watermark.min(end_offset))?
         };
-        Ok((taken, high_watermark, log_start_offset))
+        Ok(ReadResult {
+            records,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     /// The first batch whose max timestamp is at least `timestamp_ms`, below the high watermark.

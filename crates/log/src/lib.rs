@@ -595,21 +595,6 @@ impl PartitionLog {
         max_bytes: usize,
         end_offset: i64,
     ) -> Result<Bytes, LogError> {
-        let mut buffer = Vec::new();
-        let taken = self.read_until_into(offset, max_bytes, end_offset, &mut buffer)?;
-        buffer.truncate(taken);
-        Ok(Bytes::from(buffer))
-    }
-
-    /// As [`PartitionLog::read_until`], into `buffer` (grown as needed and reused by a caller
-    /// that reads again and again, e.g. a scan): the batches are `buffer[..n]`.
-    pub fn read_until_into(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        end_offset: i64,
-        buffer: &mut Vec<u8>,
-    ) -> Result<usize, LogError> {
         self.check_offset(offset)?;
         let end_offset = end_offset.min(self.log_end_offset());
         let first = self
@@ -621,11 +606,11 @@ impl PartitionLog {
             if segment.base_offset >= end_offset {
                 break;
             }
-            if let Some(taken) = segment.read_into(offset, max_bytes, end_offset, buffer)? {
-                return Ok(taken);
+            if let Some(bytes) = segment.read(offset, max_bytes, end_offset)? {
+                return Ok(bytes);
             }
         }
-        Ok(0)
+        Ok(Bytes::new())
     }
 
     fn check_offset(&self, offset: i64) -> Result<(), LogError> {

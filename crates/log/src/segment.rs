@@ -479,29 +479,25 @@ impl Segment {
     /// Whole batches from the one holding `offset` (or the next one), at most `max_bytes`
     /// unless the first batch alone is larger, all with last offset below `end_offset`.
     /// `None` if the segment has nothing at or after `offset`.
-    /// As `read`, into `buffer` (grown as needed, reused by the caller): the bytes read are
-    /// `buffer[..n]`.
-    pub(crate) fn read_into(
+    pub(crate) fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         end_offset: i64,
-        buffer: &mut Vec<u8>,
-    ) -> Result<Option<usize>, LogError> {
+    ) -> Result<Option<Bytes>, LogError> {
         let Some((position, first)) = self.find_batch(offset)? else {
             return Ok(None);
         };
         if first.last_offset() >= end_offset {
-            return Ok(Some(0));
+            return Ok(Some(Bytes::new()));
         }
-        read_batches_into(
+        read_batches(
             &self.file,
             &self.path,
             position,
             self.size,
             max_bytes.max(first.total_len()),
             end_offset,
-            buffer,
         )
         .map(Some)
     }
@@ -577,39 +573,9 @@ pub(crate) fn read_batches(
     max_bytes: usize,
     end_offset: i64,
 ) -> Result<Bytes, LogError> {
-    let mut buffer = Vec::new();
-    let taken = read_batches_into(
-        file,
-        path,
-        position,
-        end,
-        max_bytes,
-        end_offset,
-        &mut buffer,
-    )?;
-    buffer.truncate(taken);
-    Ok(Bytes::from(buffer))
-}
-
-/// As [`read_batches`], into `buffer`, which grows as needed and is never shrunk or cleared, so
-/// a caller reading again and again reuses its memory; returns how many bytes hold batches.
-pub(crate) fn read_batches_into(
-    file: &File,
-    path: &Path,
-    position: u64,
-    end: u64,
-    max_bytes: usize,
-    end_offset: i64,
-    buffer: &mut Vec<u8>,
-) -> Result<usize, LogError> {
     let want = (max_bytes as u64).min(end.saturating_sub(position)) as usize;
-    if buffer.is_empty() {
-        *buffer = vec![0u8; want];
-    } else if buffer.len() < want {
-        buffer.resize(want, 0);
-    }
-    let buffer = &mut buffer[..want];
-    file.read_exact_at(buffer, position)
+    let mut buffer = vec![0u8; want];
+    file.read_exact_at(&mut buffer, position)
         .map_err(|source| LogError::io("reading", path, source))?;
     let mut taken = 0;
     while buffer.len() - taken >= BATCH_HEADER_LEN {
@@ -623,5 +589,6 @@ pub(crate) fn read_batches_into(
         }
         taken += header.total_len();
     }
-    Ok(taken)
+    buffer.truncate(taken);
+    Ok(Bytes::from(buffer))
 }

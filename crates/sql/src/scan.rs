@@ -267,7 +267,6 @@ impl ExecutionPlan for TopicScanExec {
             emitted: 0,
             runtime: tokio::runtime::Handle::current(),
             typed_schema: crate::format::TypedValues::describe_format(&self.format),
-            hot_buffer: Vec::new(),
         };
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         tokio::task::spawn_blocking(move || job.run(sender));
@@ -346,8 +345,6 @@ struct PartitionScan {
     runtime: tokio::runtime::Handle,
     /// The name cold files carry when their typed value columns match the topic's format.
     typed_schema: Option<String>,
-    /// Where hot batches are read to, reused from read to read.
-    hot_buffer: Vec<u8>,
 }
 
 impl PartitionScan {
@@ -463,53 +460,34 @@ impl PartitionScan {
                     _ => break,
                 }
             }
-            // One buffer for every read of the scan: no fresh memory to fault in each time.
-            let mut buffer = std::mem::take(&mut self.hot_buffer);
-            let next = self.read_hot(offset, read_end, run_end, &range, &mut buffer, sender);
-            self.hot_buffer = buffer;
-            match next? {
-                Some(next) if next > offset => offset = next,
-                _ => break,
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads hot batches from `offset` (stopping before `read_end`) and adds the kept rows of
-    /// those below `run_end`; the offset to go on from, `None` at the end of what is there.
-    fn read_hot(
-        &mut self,
-        offset: i64,
-        read_end: i64,
-        run_end: i64,
-        range: &Ranges,
-        buffer: &mut Vec<u8>,
-        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-    ) -> Result<Option<i64>, Stop> {
-        let taken = self
-            .plan
-            .partition
-            .read_until_into(offset, HOT_READ_BYTES, read_end, buffer)
-            .map_err(|error| DataFusionError::External(Box::new(error)))?;
-        if taken == 0 {
-            return Ok(None);
-        }
-        let records = &buffer[..taken];
-        self.metrics.hot_bytes.add(taken);
-        let mut next = offset;
-        for batch in records::stored_batches(records) {
-            let (header, bytes) =
-                batch.map_err(|error| DataFusionError::External(Box::new(error)))?;
-            if header.base_offset >= run_end {
-                next = run_end;
+            let read = self
+                .plan
+                .partition
+                .read_until(offset, HOT_READ_BYTES, read_end)
+                .map_err(|error| DataFusionError::External(Box::new(error)))?;
+            if read.records.is_empty() {
                 break;
             }
-            let added = self.builder.add_batch(&records[bytes], range)?;
-            self.metrics.rows.add(added);
-            next = header.last_offset() + 1;
-            self.flush(sender, false)?;
+            self.metrics.hot_bytes.add(read.records.len());
+            let mut next = offset;
+            for batch in records::stored_batches(&read.records) {
+                let (header, bytes) =
+                    batch.map_err(|error| DataFusionError::External(Box::new(error)))?;
+                if header.base_offset >= run_end {
+                    next = run_end;
+                    break;
+                }
+                let added = self.builder.add_batch(&read.records[bytes], &range)?;
+                self.metrics.rows.add(added);
+                next = header.last_offset() + 1;
+                self.flush(sender, false)?;
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
         }
-        Ok(Some(next))
+        Ok(())
     }
 
     fn read_cold(
