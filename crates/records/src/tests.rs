@@ -345,6 +345,29 @@ fn stored_batches_tolerate_compaction_gaps() {
     assert_eq!(stored_batches(&compacted).count(), 1);
 }
 
+#[test]
+fn own_batches_skip_only_the_crc() {
+    let batch = simple(3);
+    // A flipped byte in the records: the CRC no longer matches.
+    let mut flipped = batch.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        validate_stored_batch(&flipped),
+        Err(RecordError::CorruptMessage { .. })
+    ));
+    assert_eq!(validate_own_batch(&flipped).unwrap().record_count, 3);
+    assert_eq!(own_batches(&flipped).count(), 1);
+    // Framing and counts are still checked.
+    assert!(matches!(
+        validate_own_batch(&batch[..batch.len() - 1]),
+        Err(RecordError::Truncated { .. })
+    ));
+    let too_many = edit(simple(3), 23, &0i32.to_be_bytes());
+    assert!(validate_own_batch(&too_many).is_err());
+    let bad_codec = edit(simple(1), 22, &[7]);
+    assert!(validate_own_batch(&bad_codec).is_err());
+}
+
 fn arb_record() -> impl Strategy<Value = (Option<Vec<u8>>, Option<Vec<u8>>, i64)> {
     (
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),

@@ -12,6 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::avro::{AvroFormat, Framing};
+use crate::rows::ValueSpans;
 
 /// The column that says why a value did not decode.
 pub const ERROR_COLUMN: &str = "_error";
@@ -217,12 +218,58 @@ pub fn decode_wanted(
         }
         ValueFormat::Avro { avro, strict } => return avro.decode(values, *strict),
     };
-    let csv = matches!(format, ValueFormat::Csv { .. });
     if matches!(format, ValueFormat::Json { .. })
         && let Some(decoded) = decode_json_flat(schema, values, wanted)
     {
         return Ok(decoded);
     }
+    decode_exact(
+        schema,
+        matches!(format, ValueFormat::Csv { .. }),
+        strict,
+        values,
+    )
+}
+
+/// [`decode_wanted`] of values wherever they lie (see [`ValueSpans`]): JSON objects of the
+/// common flat shape are decoded where they are (unless `exact`: the caller knows they are not
+/// all of that shape); anything else is gathered first.
+pub fn decode_spans(
+    format: &ValueFormat,
+    values: &ValueSpans,
+    wanted: Option<&[bool]>,
+    exact: bool,
+) -> Result<Decoded, ArrowError> {
+    if let ValueFormat::Json { schema, strict } = format {
+        if exact {
+            return decode_exact(schema, false, *strict, &values.to_binary());
+        }
+        let all = vec![true; schema.fields().len()];
+        let rows = values.len();
+        let decoded = crate::json_fast::decode_rows(
+            schema,
+            wanted.unwrap_or(&all),
+            rows,
+            values.bytes(),
+            |row| values.get(row),
+        );
+        return match decoded {
+            Some(columns) => Ok(flat_columns(schema, columns, rows)),
+            None => decode_exact(schema, false, *strict, &values.to_binary()),
+        };
+    }
+    decode_wanted(format, &values.to_binary(), wanted)
+}
+
+/// Decodes text values (JSON, or CSV when `csv`) with arrow's decoders; a value that does not
+/// decode gets NULL columns and its error text, or fails the whole run when `strict`.
+fn decode_exact(
+    schema: &SchemaRef,
+    csv: bool,
+    strict: bool,
+    values: &BinaryArray,
+) -> Result<Decoded, ArrowError> {
+    let rows = values.len();
     // The fast path: every value at once, one per line.
     if let Ok(batch) = decode_all(schema, csv, values, None)
         && batch.num_rows() == rows
@@ -277,16 +324,24 @@ fn decode_json_flat(
 ) -> Option<Decoded> {
     let all = vec![true; schema.fields().len()];
     let columns = crate::json_fast::decode_projected(schema, wanted.unwrap_or(&all), values)?;
-    let rows = values.len();
+    Some(flat_columns(schema, columns, values.len()))
+}
+
+/// What `json_fast` gave, with all-NULL columns for the fields not wanted.
+pub(crate) fn flat_columns(
+    schema: &SchemaRef,
+    columns: Vec<Option<ArrayRef>>,
+    rows: usize,
+) -> Decoded {
     let columns = columns
         .into_iter()
         .zip(schema.fields())
         .map(|(column, field)| column.unwrap_or_else(|| new_null_array(field.data_type(), rows)))
         .collect();
-    Some(Decoded {
+    Decoded {
         columns,
         errors: new_null_array(&DataType::Utf8, rows),
-    })
+    }
 }
 
 /// Decodes every value as one line; NULL values and those flagged in `blank` become rows of

@@ -55,52 +55,139 @@ pub fn decode_projected(
     wanted: &[bool],
     values: &BinaryArray,
 ) -> Option<Vec<Option<ArrayRef>>> {
-    let fields = schema.fields();
-    if fields.len() != wanted.len() || fields.len() > FIELDS_MAX {
-        return None;
-    }
-    let rows = values.len();
-    let mut kinds = Vec::with_capacity(fields.len());
-    for (at, field) in fields.iter().enumerate() {
-        let duplicate = fields[..at]
-            .iter()
-            .any(|other| other.name() == field.name());
-        if !field.is_nullable() || duplicate {
-            return None;
-        }
-        kinds.push(Kind::of(field.data_type())?);
-    }
-    let names: Vec<&[u8]> = fields.iter().map(|field| field.name().as_bytes()).collect();
-    let text_bytes = values.value_data().len() / 2;
-    let mut columns: Vec<Option<Column>> = kinds
-        .iter()
-        .zip(wanted)
-        .map(|(&kind, &wanted)| wanted.then(|| Column::new(kind, rows, text_bytes)))
-        .collect();
-    let mut decoder = ObjectDecoder {
-        names: &names,
-        kinds: &kinds,
-        columns: &mut columns,
-        scratch: Vec::new(),
-    };
     let data = values.value_data();
     let offsets = values.value_offsets();
+    decode_rows(schema, wanted, values.len(), data.len(), |row| {
+        values
+            .is_valid(row)
+            .then(|| &data[offsets[row] as usize..offsets[row + 1] as usize])
+    })
+}
+
+/// [`decode_projected`] of `rows` values wherever they lie: `value(row)` gives each (`None` for
+/// a NULL slot); `bytes` is about their total length.
+pub fn decode_rows<'v>(
+    schema: &SchemaRef,
+    wanted: &[bool],
+    rows: usize,
+    bytes: usize,
+    value: impl Fn(usize) -> Option<&'v [u8]>,
+) -> Option<Vec<Option<ArrayRef>>> {
+    let mut decoder = RowDecoder::new(schema, wanted, rows, bytes)?;
     for row in 0..rows {
-        if values.is_null(row) {
-            decoder.append_nulls(0);
-            continue;
+        if !decoder.push(value(row)) {
+            return None;
         }
-        let value = &data[offsets[row] as usize..offsets[row + 1] as usize];
-        decoder.decode(value)?;
     }
-    columns
-        .into_iter()
-        .zip(fields.iter())
-        .map(|(column, field)| match column {
-            Some(column) => column.finish(field.data_type()).map(Some),
-            None => Some(None),
-        })
-        .collect()
+    decoder.finish()
+}
+
+/// Decodes values one at a time as they come (while they are still in the CPU's cache), into
+/// columns handed out by [`RowDecoder::finish`].
+pub struct RowDecoder {
+    schema: SchemaRef,
+    wanted: Vec<bool>,
+    decoder: ObjectDecoder,
+    /// A value outside the happy subset came since the last finish.
+    failed: bool,
+    /// Values pushed since the last finish.
+    rows: usize,
+}
+
+impl RowDecoder {
+    /// A decoder of `schema`'s fields, making columns for those `wanted`, with room for `rows`
+    /// values of about `bytes` in all. `None` if some field is of a type it does not handle.
+    pub fn new(
+        schema: &SchemaRef,
+        wanted: &[bool],
+        rows: usize,
+        bytes: usize,
+    ) -> Option<RowDecoder> {
+        let fields = schema.fields();
+        if fields.len() != wanted.len() || fields.len() > FIELDS_MAX {
+            return None;
+        }
+        let mut kinds = Vec::with_capacity(fields.len());
+        for (at, field) in fields.iter().enumerate() {
+            let duplicate = fields[..at]
+                .iter()
+                .any(|other| other.name() == field.name());
+            if !field.is_nullable() || duplicate {
+                return None;
+            }
+            kinds.push(Kind::of(field.data_type())?);
+        }
+        let names = fields
+            .iter()
+            .map(|field| field.name().as_bytes().to_vec())
+            .collect();
+        let mut decoder = RowDecoder {
+            schema: Arc::clone(schema),
+            wanted: wanted.to_vec(),
+            decoder: ObjectDecoder {
+                names,
+                kinds,
+                columns: Vec::new(),
+                scratch: Vec::new(),
+            },
+            failed: false,
+            rows: 0,
+        };
+        decoder.reset(rows, bytes);
+        Some(decoder)
+    }
+
+    fn reset(&mut self, rows: usize, bytes: usize) {
+        let text_bytes = bytes / 2;
+        self.decoder.columns = self
+            .decoder
+            .kinds
+            .iter()
+            .zip(&self.wanted)
+            .map(|(&kind, &wanted)| wanted.then(|| Column::new(kind, rows, text_bytes)))
+            .collect();
+        self.failed = false;
+        self.rows = 0;
+    }
+
+    /// Decodes one value (`None`: a NULL slot, a row of NULLs). False once some value since
+    /// the last finish was outside the happy subset: the run is then for the exact decoder,
+    /// and later values are not looked at.
+    #[inline]
+    pub fn push(&mut self, value: Option<&[u8]>) -> bool {
+        if self.failed {
+            return false;
+        }
+        self.rows += 1;
+        let decoded = match value {
+            Some(value) => self.decoder.decode(value).is_some(),
+            None => {
+                self.decoder.append_nulls(0);
+                true
+            }
+        };
+        self.failed = !decoded;
+        decoded
+    }
+
+    /// The columns of the values pushed since the last finish (`None` for fields not wanted),
+    /// or `None` if one of them failed; the decoder then starts over, with room for as many.
+    pub fn finish(&mut self) -> Option<Vec<Option<ArrayRef>>> {
+        let (failed, rows) = (self.failed, self.rows);
+        let columns = std::mem::take(&mut self.decoder.columns);
+        self.reset(rows.max(1), rows * 32);
+        if failed {
+            return None;
+        }
+        columns
+            .into_iter()
+            .zip(self.schema.fields().iter())
+            .map(|(column, field)| match column {
+                Some(column) => column.finish(field.data_type()).map(Some),
+                None => Some(None),
+            })
+            .collect()
+    }
 }
 
 /// A field type the decoder handles.
@@ -187,15 +274,15 @@ impl Column {
 }
 
 /// Decodes one object per call into the columns.
-struct ObjectDecoder<'a> {
-    names: &'a [&'a [u8]],
-    kinds: &'a [Kind],
-    columns: &'a mut [Option<Column>],
+struct ObjectDecoder {
+    names: Vec<Vec<u8>>,
+    kinds: Vec<Kind>,
+    columns: Vec<Option<Column>>,
     /// Unescaped text of the current key or string.
     scratch: Vec<u8>,
 }
 
-impl ObjectDecoder<'_> {
+impl ObjectDecoder {
     /// Appends NULL to every wanted column whose bit is not in `seen`.
     fn append_nulls(&mut self, seen: u128) {
         for (field, column) in self.columns.iter_mut().enumerate() {
@@ -397,6 +484,38 @@ static STRING_SPECIAL: [bool; 256] = {
     table
 };
 
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` that is special in a string (as [`STRING_SPECIAL`]).
+/// Bits above the lowest may be spurious (a borrow runs on past a true match); the lowest one
+/// is exact.
+#[inline]
+fn special_bytes(word: u64) -> u64 {
+    let zero_bytes = |v: u64| v.wrapping_sub(LOW_BITS) & !v & HIGH_BITS;
+    let quote = zero_bytes(word ^ (LOW_BITS * b'"' as u64));
+    let backslash = zero_bytes(word ^ (LOW_BITS * b'\\' as u64));
+    let control = word.wrapping_sub(LOW_BITS * 0x20) & !word & HIGH_BITS;
+    quote | backslash | control | (word & HIGH_BITS)
+}
+
+/// Where the plain run of a string from `at` ends: the first special byte, or the end.
+#[inline]
+fn plain_run_end(value: &[u8], mut at: usize) -> usize {
+    // Eight bytes at a time while eight remain.
+    while let Some(chunk) = value.get(at..at + 8) {
+        let special = special_bytes(u64::from_le_bytes(chunk.try_into().unwrap()));
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while at < value.len() && !STRING_SPECIAL[value[at] as usize] {
+        at += 1;
+    }
+    at
+}
+
 struct ScannedString {
     /// The index of the closing quote.
     end: usize,
@@ -411,9 +530,7 @@ fn scan_string(value: &[u8], start: usize) -> Option<ScannedString> {
     let mut escaped = false;
     let mut non_ascii = false;
     loop {
-        while at < value.len() && !STRING_SPECIAL[value[at] as usize] {
-            at += 1;
-        }
+        at = plain_run_end(value, at);
         match *value.get(at)? {
             b'"' => break,
             b'\\' => {
@@ -560,22 +677,43 @@ impl ScannedNumber {
     }
 }
 
-/// Where the run of ASCII digits from `at` ends.
+/// Eight ASCII digits at `at`, as their number; `None` if the eight bytes are not all digits.
 #[inline]
-fn digits_end(value: &[u8], mut at: usize) -> usize {
-    while at < value.len() && value[at].is_ascii_digit() {
-        at += 1;
+fn eight_digits(value: &[u8], at: usize) -> Option<u64> {
+    let word = u64::from_le_bytes(value.get(at..at + 8)?.try_into().unwrap());
+    // Each byte is 0x30..=0x39: its high half is 3, and adding 6 keeps it 3.
+    let high_halves = 0xF0F0_F0F0_F0F0_F0F0;
+    let digits = LOW_BITS * 0x30;
+    if word & high_halves != digits || (word.wrapping_add(LOW_BITS * 6) & high_halves) != digits {
+        return None;
     }
-    at
+    // Pairs of digits, then fours, then all eight (the first byte is the most significant).
+    let word = word - digits;
+    let pairs = word.wrapping_mul(10).wrapping_add(word >> 8);
+    let mask = 0x0000_00FF_0000_00FF;
+    let fours = (pairs & mask)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((pairs >> 16) & mask).wrapping_mul(1 + (10_000 << 32)));
+    Some(fours >> 32)
 }
 
-/// Accumulates the digits of `digits` onto `mantissa`.
+/// The run of ASCII digits from `at`, accumulated onto `mantissa` (wrapping: the caller counts
+/// digits to know whether it fits); returns the new mantissa and where the run ends.
 #[inline]
-fn accumulate(mut mantissa: u64, digits: &[u8]) -> u64 {
-    for &digit in digits {
-        mantissa = mantissa * 10 + (digit - b'0') as u64;
+fn digits(value: &[u8], mut at: usize, mut mantissa: u64) -> (u64, usize) {
+    while let Some(eight) = eight_digits(value, at) {
+        mantissa = mantissa.wrapping_mul(100_000_000).wrapping_add(eight);
+        at += 8;
     }
-    mantissa
+    while let Some(&byte) = value.get(at) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(digit as u64);
+        at += 1;
+    }
+    (mantissa, at)
 }
 
 /// Scans the JSON number at `at`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -583,21 +721,22 @@ fn accumulate(mut mantissa: u64, digits: &[u8]) -> u64 {
 fn scan_number(value: &[u8], start: usize) -> Option<ScannedNumber> {
     let negative = value.get(start) == Some(&b'-');
     let integer_start = start + negative as usize;
-    let integer_end = match *value.get(integer_start)? {
-        b'0' => integer_start + 1,
-        b'1'..=b'9' => digits_end(value, integer_start + 1),
+    let (mut mantissa, integer_end) = match *value.get(integer_start)? {
+        b'0' => (0, integer_start + 1),
+        b'1'..=b'9' => digits(value, integer_start, 0),
         _ => return None,
     };
     let mut at = integer_end;
     let mut decimal = false;
-    let mut fraction = (at, at);
+    let mut fraction_digits = 0;
     if value.get(at) == Some(&b'.') {
         decimal = true;
-        let end = digits_end(value, at + 1);
+        let end;
+        (mantissa, end) = digits(value, at + 1, mantissa);
         if end == at + 1 {
             return None;
         }
-        fraction = (at + 1, end);
+        fraction_digits = end - at - 1;
         at = end;
     }
     let mut exponent: i64 = 0;
@@ -627,12 +766,8 @@ fn scan_number(value: &[u8], start: usize) -> Option<ScannedNumber> {
         }
         at = end;
     }
-    let fraction_digits = fraction.1 - fraction.0;
     // Up to 19 digits fit a u64 (leading zeros included: they add nothing).
-    let mantissa = (integer_end - integer_start + fraction_digits <= 19).then(|| {
-        let integer = accumulate(0, &value[integer_start..integer_end]);
-        accumulate(integer, &value[fraction.0..fraction.1])
-    });
+    let mantissa = (integer_end - integer_start + fraction_digits <= 19).then_some(mantissa);
     Some(ScannedNumber {
         end: at,
         negative,
@@ -640,6 +775,15 @@ fn scan_number(value: &[u8], start: usize) -> Option<ScannedNumber> {
         decimal,
         exponent: exponent - fraction_digits as i64,
     })
+}
+
+/// Where the run of ASCII digits from `at` ends.
+#[inline]
+fn digits_end(value: &[u8], mut at: usize) -> usize {
+    while at < value.len() && value[at].is_ascii_digit() {
+        at += 1;
+    }
+    at
 }
 
 /// Checks the JSON value at `at` (of any type) and returns where it ends.
@@ -1298,6 +1442,35 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn word_scans_match_byte_scans(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    12 => b'0'..=b'9',
+                    1 => Just(b'"'),
+                    1 => Just(b'\\'),
+                    1 => Just(b'.'),
+                    2 => any::<u8>(),
+                ],
+                0..40,
+            ),
+            at in 0usize..40,
+        ) {
+            let at = at.min(bytes.len());
+            let plain = at + bytes[at..].iter().take_while(|&&b| !STRING_SPECIAL[b as usize]).count();
+            prop_assert_eq!(plain_run_end(&bytes, at), plain);
+            let run = bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let expected = bytes[at..at + run]
+                .iter()
+                .fold(0u64, |m, &d| m.wrapping_mul(10).wrapping_add((d - b'0') as u64));
+            prop_assert_eq!(digits(&bytes, at, 0), (expected, at + run));
+            let eight = bytes.get(at..at + 8).filter(|w| w.iter().all(u8::is_ascii_digit));
+            prop_assert_eq!(
+                eight_digits(&bytes, at),
+                eight.map(|w| std::str::from_utf8(w).unwrap().parse::<u64>().unwrap())
+            );
+        }
 
         #[test]
         fn whenever_the_fast_path_answers_it_answers_as_arrow_json(

@@ -1,6 +1,7 @@
 //! Turning records into Arrow rows of a topic table: from Kafka batches (the hot log, and raw
 //! batches of cold objects) and from cold Parquet rows.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -11,6 +12,7 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+use bytes::Bytes;
 use records::{BatchHeader, Compression, TimestampType};
 
 use crate::format::{self, ERROR_COLUMN, ValueFormat};
@@ -108,6 +110,90 @@ impl Ranges {
     }
 }
 
+/// Record values where they lie, one per row: in the reads they came from (kept alive by
+/// reference), so a value is copied only if the raw `_value` column wants it, not to decode it.
+#[derive(Default)]
+pub struct ValueSpans {
+    chunks: Vec<Bytes>,
+    /// Per row: the chunk, and the value's range in it; `None` for a NULL value.
+    spans: Vec<Option<(u32, Range<u32>)>>,
+    bytes: usize,
+}
+
+/// An Arrow buffer as the owner of a [`Bytes`].
+struct ArrowBytes(arrow::buffer::Buffer);
+
+/// The value bytes of a binary array as one [`Bytes`] (no copy); the array's offsets index it.
+pub fn binary_chunk(array: &BinaryArray) -> Bytes {
+    Bytes::from_owner(ArrowBytes(array.values().clone()))
+}
+
+impl AsRef<[u8]> for ArrowBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+impl ValueSpans {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The values' total length.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The value of `row`; `None` if NULL.
+    pub fn get(&self, row: usize) -> Option<&[u8]> {
+        let (chunk, range) = self.spans[row].as_ref()?;
+        Some(&self.chunks[*chunk as usize][range.start as usize..range.end as usize])
+    }
+
+    /// The index of `chunk` among the chunks, added if it is not the last one.
+    fn chunk(&mut self, chunk: &Bytes) -> u32 {
+        let same = self
+            .chunks
+            .last()
+            .is_some_and(|last| last.as_ptr() == chunk.as_ptr() && last.len() == chunk.len());
+        if !same {
+            self.chunks.push(chunk.clone());
+        }
+        (self.chunks.len() - 1) as u32
+    }
+
+    /// Adds a row whose value, if any, lies inside `chunk` (the chunk is the index from
+    /// [`ValueSpans::chunk`]; `within` is the chunk's bytes).
+    fn push(&mut self, chunk: u32, within: &[u8], value: Option<&[u8]>) {
+        let span = value.map(|value| {
+            let start = value.as_ptr() as usize - within.as_ptr() as usize;
+            debug_assert!(start + value.len() <= within.len());
+            self.bytes += value.len();
+            (chunk, start as u32..(start + value.len()) as u32)
+        });
+        self.spans.push(span);
+    }
+
+    /// The values as one binary array (a copy).
+    pub fn to_binary(&self) -> BinaryArray {
+        let mut builder = BinaryBuilder::with_capacity(self.len(), self.bytes);
+        for row in 0..self.len() {
+            builder.append_option(self.get(row));
+        }
+        builder.finish()
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.spans.clear();
+        self.bytes = 0;
+    }
+}
+
 /// Collects rows of one partition and turns them into record batches of the projected columns.
 pub struct RowsBuilder {
     partition: i32,
@@ -119,7 +205,7 @@ pub struct RowsBuilder {
     offsets: Int64Builder,
     timestamps: TimestampMillisecondBuilder,
     keys: BinaryBuilder,
-    values: BinaryBuilder,
+    values: ValueSpans,
     header_keys: StringBuilder,
     header_values: BinaryBuilder,
     header_offsets: Vec<i32>,
@@ -128,7 +214,9 @@ pub struct RowsBuilder {
     need_value: bool,
     need_headers: bool,
     rows: usize,
-    scratch: Vec<u8>,
+    /// JSON values decode as they are walked, while in cache (`None`: another format, or no
+    /// decoded column projected).
+    json: Option<crate::json_fast::RowDecoder>,
 }
 
 impl RowsBuilder {
@@ -146,7 +234,17 @@ impl RowsBuilder {
         let named = |name: &str| output.fields().iter().any(|field| field.name() == name);
         let need_value =
             named(VALUE) || (format.decodes() && projection.iter().any(|&index| index > 6));
+        let json = match format.as_ref() {
+            ValueFormat::Json { schema, .. } if projection.iter().any(|&index| index > 6) => {
+                let wanted: Vec<bool> = (0..schema.fields().len())
+                    .map(|field| projection.contains(&(7 + field)))
+                    .collect();
+                crate::json_fast::RowDecoder::new(schema, &wanted, BATCH_ROWS, BATCH_ROWS * 32)
+            }
+            _ => None,
+        };
         RowsBuilder {
+            json,
             need_key: named(KEY) || named(KEY_TEXT),
             need_value,
             need_headers: named(HEADERS),
@@ -158,12 +256,11 @@ impl RowsBuilder {
             offsets: Int64Builder::with_capacity(BATCH_ROWS),
             timestamps: TimestampMillisecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
             keys: BinaryBuilder::new(),
-            values: BinaryBuilder::new(),
+            values: ValueSpans::default(),
             header_keys: StringBuilder::new(),
             header_values: BinaryBuilder::new(),
             header_offsets: vec![0],
             rows: 0,
-            scratch: Vec::new(),
         }
     }
 
@@ -179,8 +276,15 @@ impl RowsBuilder {
         self.rows == 0
     }
 
-    /// Adds the kept records of one stored Kafka batch; returns how many rows it added.
-    pub fn add_batch(&mut self, batch: &[u8], ranges: &Ranges) -> Result<usize, ArrowError> {
+    /// Adds the kept records of the stored Kafka batch at `at` in `chunk`; returns how many rows
+    /// it added. Values are not copied: the builder keeps `chunk` until [`RowsBuilder::finish`].
+    pub fn add_batch(
+        &mut self,
+        chunk: &Bytes,
+        at: Range<usize>,
+        ranges: &Ranges,
+    ) -> Result<usize, ArrowError> {
+        let batch = &chunk[at];
         let header = BatchHeader::parse(batch).map_err(external)?;
         if header.last_offset() < ranges.offsets.0
             || header.base_offset >= ranges.offsets.1
@@ -191,14 +295,25 @@ impl RowsBuilder {
         }
         let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
         let compression = header.compression().map_err(external)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let iter = if compression == Compression::None {
-            records::records(batch).map_err(external)?
+        // The values of a compressed batch lie in its decompressed records, kept as a chunk.
+        let decompressed;
+        let (chunk, iter) = if compression == Compression::None {
+            (chunk, records::records(batch).map_err(external)?)
         } else {
             let section = &batch[records::BATCH_HEADER_LEN..header.total_len()];
+            let mut scratch = Vec::new();
             records::codecs::decompress_into(compression, section, DECOMPRESS_LIMIT, &mut scratch)
                 .map_err(external)?;
-            records::records_in_section(&scratch, header.record_count)
+            decompressed = Bytes::from(scratch);
+            (
+                &decompressed,
+                records::records_in_section(&decompressed, header.record_count),
+            )
+        };
+        let chunk_index = if self.need_value {
+            self.values.chunk(chunk)
+        } else {
+            0
         };
         let before = self.rows;
         for record in iter {
@@ -218,7 +333,10 @@ impl RowsBuilder {
                 self.keys.append_option(record.key);
             }
             if self.need_value {
-                self.values.append_option(record.value);
+                self.values.push(chunk_index, chunk, record.value);
+            }
+            if let Some(json) = &mut self.json {
+                json.push(record.value);
             }
             if self.need_headers {
                 for header in record.headers() {
@@ -230,7 +348,6 @@ impl RowsBuilder {
             }
             self.rows += 1;
         }
-        self.scratch = scratch;
         Ok(self.rows - before)
     }
 
@@ -246,6 +363,14 @@ impl RowsBuilder {
         ranges: &Ranges,
     ) -> usize {
         let before = self.rows;
+        let values = match values {
+            Some(values) if self.need_value => {
+                let chunk = binary_chunk(values);
+                let index = self.values.chunk(&chunk);
+                Some((values, chunk, index))
+            }
+            _ => None,
+        };
         for row in 0..offsets.len() {
             let (offset, timestamp) = (offsets.value(row), timestamps.value(row));
             if !ranges.keeps(offset, timestamp) {
@@ -259,9 +384,12 @@ impl RowsBuilder {
                     .append_option((!keys.is_null(row)).then(|| keys.value(row)));
             }
             if self.need_value {
-                let values = values.expect("values are read when needed");
-                self.values
-                    .append_option((!values.is_null(row)).then(|| values.value(row)));
+                let (values, chunk, index) = values.as_ref().expect("values are read when needed");
+                let value = (!values.is_null(row)).then(|| values.value(row));
+                self.values.push(*index, chunk, value);
+                if let Some(json) = &mut self.json {
+                    json.push(value);
+                }
             }
             if self.need_headers {
                 let headers = headers.expect("headers are read when needed");
@@ -296,7 +424,7 @@ impl RowsBuilder {
         let offsets: ArrayRef = Arc::new(self.offsets.finish());
         let timestamps: ArrayRef = Arc::new(self.timestamps.finish());
         let keys = self.need_key.then(|| self.keys.finish());
-        let values = self.need_value.then(|| self.values.finish());
+        let values = self.need_value.then(|| std::mem::take(&mut self.values));
         let headers = if self.need_headers {
             let offsets = std::mem::replace(&mut self.header_offsets, vec![0]);
             let entries = StructArray::new(
@@ -324,7 +452,27 @@ impl RowsBuilder {
                 let wanted: Vec<bool> = (0..value_fields)
                     .map(|field| self.projection.contains(&(7 + field)))
                     .collect();
-                Some(format::decode_wanted(&self.format, values, Some(&wanted))?)
+                match (
+                    self.json.as_mut().map(|json| json.finish()),
+                    self.format.as_ref(),
+                ) {
+                    (Some(Some(columns)), ValueFormat::Json { schema, .. }) => {
+                        Some(format::flat_columns(schema, columns, rows))
+                    }
+                    // Some value was not of the common shape: all go to the exact decoder.
+                    (Some(_), _) => Some(format::decode_spans(
+                        &self.format,
+                        values,
+                        Some(&wanted),
+                        true,
+                    )?),
+                    (None, _) => Some(format::decode_spans(
+                        &self.format,
+                        values,
+                        Some(&wanted),
+                        false,
+                    )?),
+                }
             }
             _ => None,
         };
@@ -340,7 +488,12 @@ impl RowsBuilder {
                     Arc::new(text_of(keys))
                 }
                 5 => Arc::clone(headers.as_ref().expect("headers are read when projected")),
-                6 => Arc::new(values.clone().expect("values are read when projected")),
+                6 => Arc::new(
+                    values
+                        .as_ref()
+                        .expect("values are read when projected")
+                        .to_binary(),
+                ),
                 index if index < 7 + value_fields => {
                     let decoded = decoded.as_ref().expect("values are decoded when projected");
                     let column = &decoded.columns[index - 7];
@@ -357,6 +510,11 @@ impl RowsBuilder {
                 }
             };
             columns.push(column);
+        }
+        // The spans' room is kept for the next rows; their chunks are let go.
+        if let Some(mut values) = values {
+            values.clear();
+            self.values = values;
         }
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
         RecordBatch::try_new_with_options(Arc::clone(&self.output), columns, &options)

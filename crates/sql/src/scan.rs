@@ -3,6 +3,7 @@
 //! log, from a high watermark fixed when the query was planned.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -22,9 +23,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::statistics::Statistics;
 use tier::ObjectEntry;
 
@@ -251,7 +250,15 @@ impl ExecutionPlan for TopicScanExec {
                 futures::stream::empty(),
             )));
         };
-        let job = PartitionScan {
+        let tail = self.tail.map(|n| Tail {
+            n,
+            low: self.ranges.offsets.0.max(plan.partition.log_start_offset()),
+            end: self.ranges.offsets.1.min(plan.high_watermark),
+            step: (n as i64).max(256),
+            kept: 0,
+            before: 0,
+        });
+        let mut job = PartitionScan {
             plan,
             builder: RowsBuilder::new(
                 self.partitions[partition].partition.index,
@@ -260,58 +267,26 @@ impl ExecutionPlan for TopicScanExec {
                 self.projection.clone(),
             ),
             ranges: self.ranges,
-            tail: self.tail,
+            tail,
             limit: self.limit,
             store: self.store.clone(),
             metrics: ScanMetrics::new(&self.metrics, partition),
             emitted: 0,
-            runtime: tokio::runtime::Handle::current(),
             typed_schema: crate::format::TypedValues::describe_format(&self.format),
+            cursor: None,
+            ready: VecDeque::new(),
+            stopped: false,
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
-        tokio::task::spawn_blocking(move || job.run(sender));
-        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
+        if job.tail.is_none() {
+            let (low, high) = job.ranges.offsets;
+            job.cursor = job.cursor(low, high);
+        }
+        // The scan runs in the stream's own polls: no thread of its own, no hand-over per batch.
+        let stream = futures::stream::unfold(job, |mut job| async move {
+            job.next().await.map(|item| (item, job))
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
-}
-
-/// The schema of a cold file with the text fields of its typed `fields` struct read as string
-/// views; `None` if it has none.
-fn string_views(schema: &SchemaRef) -> Option<SchemaRef> {
-    let index = schema.index_of(tier::convert::FIELDS_COLUMN).ok()?;
-    let DataType::Struct(children) = schema.field(index).data_type() else {
-        return None;
-    };
-    if !children
-        .iter()
-        .any(|child| child.data_type() == &DataType::Utf8)
-    {
-        return None;
-    }
-    let children: Fields = children
-        .iter()
-        .map(|child| {
-            if child.data_type() == &DataType::Utf8 {
-                Arc::new(child.as_ref().clone().with_data_type(DataType::Utf8View))
-            } else {
-                Arc::clone(child)
-            }
-        })
-        .collect();
-    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
-    fields[index] = Arc::new(
-        schema
-            .field(index)
-            .as_ref()
-            .clone()
-            .with_data_type(DataType::Struct(children)),
-    );
-    Some(Arc::new(arrow::datatypes::Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    )))
 }
 
 /// Why a scan stopped early.
@@ -333,70 +308,101 @@ impl From<arrow::error::ArrowError> for Stop {
     }
 }
 
+/// Where a partition's scan is in one range of offsets.
+struct RangeCursor {
+    range: Ranges,
+    /// Cold objects still to read, in offset order, each with the range it is read for.
+    cold: VecDeque<(ObjectEntry, Ranges)>,
+    /// The cold object being read.
+    reading: Option<ColdReader>,
+    /// The next hot offset to read; `None` once the hot log is done.
+    hot: Option<i64>,
+}
+
+struct ColdReader {
+    reader: ParquetRecordBatchReader,
+    /// Rows come straight from the file's columns: typed value columns, or no column at all.
+    direct: bool,
+    range: Ranges,
+}
+
+/// Latest-N: windows of offsets, newest first, that double until `n` rows are kept.
+struct Tail {
+    n: usize,
+    low: i64,
+    /// The next window ends here.
+    end: i64,
+    step: i64,
+    kept: usize,
+    /// Rows kept before the current window.
+    before: usize,
+}
+
 struct PartitionScan {
     plan: PartitionPlan,
     builder: RowsBuilder,
     ranges: Ranges,
-    tail: Option<usize>,
+    tail: Option<Tail>,
     limit: Option<usize>,
     store: Option<tier::TierStore>,
     metrics: ScanMetrics,
     emitted: usize,
-    runtime: tokio::runtime::Handle,
     /// The name cold files carry when their typed value columns match the topic's format.
     typed_schema: Option<String>,
+    cursor: Option<RangeCursor>,
+    /// Batches made and not yet handed on, oldest first.
+    ready: VecDeque<RecordBatch>,
+    stopped: bool,
 }
 
 impl PartitionScan {
-    fn run(mut self, sender: tokio::sync::mpsc::Sender<Result<RecordBatch>>) {
-        let result = match self.tail {
-            None => {
-                let (low, high) = self.ranges.offsets;
-                self.read_range(low, high, &sender)
+    /// The next batch of rows. Each step reads one batch of a cold object, opens one object or
+    /// reads once from the hot log, so what waits in `ready` is bounded by one such step.
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(Ok(batch));
             }
-            Some(n) => self.read_tail(n, &sender),
+            if self.stopped {
+                return None;
+            }
+            let result = match self.step().await {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    self.stopped = true;
+                    self.flush(true)
+                }
+                Err(stop) => Err(stop),
+            };
+            match result {
+                Ok(()) => {}
+                Err(Stop::Done) => self.stopped = true,
+                Err(Stop::Failed(error)) => {
+                    self.stopped = true;
+                    self.ready.clear();
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+
+    /// One unit of work; false when the scan is done.
+    async fn step(&mut self) -> Result<bool, Stop> {
+        let Some(mut cursor) = self.cursor.take() else {
+            return Ok(self.next_window());
         };
-        let result = result.and_then(|()| self.flush(&sender, true));
-        if let Err(Stop::Failed(error)) = result {
-            let _ = sender.blocking_send(Err(error));
+        if self.advance(&mut cursor).await? {
+            self.cursor = Some(cursor);
         }
+        Ok(true)
     }
 
-    /// Newest first, in windows that double until `n` rows are kept or the range is done.
-    fn read_tail(
-        &mut self,
-        n: usize,
-        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-    ) -> Result<(), Stop> {
-        let low = self
-            .ranges
-            .offsets
-            .0
-            .max(self.plan.partition.log_start_offset());
-        let mut end = self.ranges.offsets.1.min(self.plan.high_watermark);
-        let mut step = (n as i64).max(256);
-        let mut kept = 0;
-        while end > low && kept < n {
-            let start = end.saturating_sub(step).max(low);
-            let before = self.emitted + self.builder.len();
-            self.read_range(start, end, sender)?;
-            kept += self.emitted + self.builder.len() - before;
-            end = start;
-            step = step.saturating_mul(2);
-        }
-        Ok(())
-    }
-
-    /// Every kept row with an offset in `[low, high)`: cold objects first, then the hot log.
-    fn read_range(
-        &mut self,
-        low: i64,
-        high: i64,
-        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-    ) -> Result<(), Stop> {
+    /// The reading of every kept row with an offset in `[low, high)`: cold objects first, then
+    /// the hot log. `None` when nothing can be there.
+    fn cursor(&self, low: i64, high: i64) -> Option<RangeCursor> {
         let high = high.min(self.plan.high_watermark);
         if low >= high {
-            return Ok(());
+            return None;
         }
         let range = Ranges {
             offsets: (
@@ -405,97 +411,159 @@ impl PartitionScan {
             ),
             timestamps: self.ranges.timestamps,
         };
-        for entry in self.plan.cold.clone() {
-            if entry.next_offset() <= range.offsets.0 || entry.base_offset() >= range.offsets.1 {
-                continue;
-            }
-            self.read_cold(&entry, &range, sender)?;
-        }
-        let mut offset = range.offsets.0.max(self.plan.hot_start);
-        while offset < range.offsets.1 {
-            // Uploads go on while the query runs: what left local disk since planning is in
-            // objects the plan does not know yet.
-            if offset < self.plan.partition.local_start_offset() {
-                let moved: Vec<ObjectEntry> = self
-                    .plan
-                    .partition
-                    .cold_manifest()
-                    .map(|manifest| {
-                        manifest
-                            .objects
-                            .iter()
-                            .filter(|object| {
-                                object.next_offset() > offset
-                                    && object.base_offset() < range.offsets.1
-                            })
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let Some(last) = moved.last().map(ObjectEntry::next_offset) else {
-                    break;
-                };
-                let moved_range = Ranges {
-                    offsets: (offset, range.offsets.1),
-                    timestamps: range.timestamps,
-                };
-                for entry in &moved {
-                    self.read_cold(entry, &moved_range, sender)?;
-                }
-                offset = last;
-                continue;
-            }
-            // With a time range, only the runs of batches whose zones can match are read.
-            // (The run ends at a batch boundary: reading stops before it.)
-            let mut run_end = range.offsets.1;
-            let mut read_end = i64::MAX;
-            if range.timestamps != (i64::MIN, i64::MAX) {
-                let (low, high) = range.timestamps;
-                match self.plan.partition.next_in_time_range(offset, low, high) {
-                    Some((from, to)) if from < range.offsets.1 => {
-                        offset = from;
-                        run_end = to.min(range.offsets.1);
-                        read_end = to;
-                    }
-                    _ => break,
-                }
-            }
-            let read = self
-                .plan
-                .partition
-                .read_until(offset, HOT_READ_BYTES, read_end)
-                .map_err(|error| DataFusionError::External(Box::new(error)))?;
-            if read.records.is_empty() {
-                break;
-            }
-            self.metrics.hot_bytes.add(read.records.len());
-            let mut next = offset;
-            for batch in records::stored_batches(&read.records) {
-                let (header, bytes) =
-                    batch.map_err(|error| DataFusionError::External(Box::new(error)))?;
-                if header.base_offset >= run_end {
-                    next = run_end;
-                    break;
-                }
-                let added = self.builder.add_batch(&read.records[bytes], &range)?;
-                self.metrics.rows.add(added);
-                next = header.last_offset() + 1;
-                self.flush(sender, false)?;
-            }
-            if next <= offset {
-                break;
-            }
-            offset = next;
-        }
-        Ok(())
+        let cold = self
+            .plan
+            .cold
+            .iter()
+            .filter(|entry| {
+                entry.next_offset() > range.offsets.0 && entry.base_offset() < range.offsets.1
+            })
+            .map(|entry| (entry.clone(), range))
+            .collect();
+        Some(RangeCursor {
+            range,
+            cold,
+            reading: None,
+            hot: Some(range.offsets.0.max(self.plan.hot_start)),
+        })
     }
 
-    fn read_cold(
+    /// Latest-N: counts the rows the last window kept and starts the next, older, window
+    /// unless `n` rows are kept or the range is done. False when there is no next window.
+    fn next_window(&mut self) -> bool {
+        let rows = self.emitted + self.builder.len();
+        let Some(tail) = self.tail.as_mut() else {
+            return false;
+        };
+        tail.kept += rows - tail.before;
+        if tail.end <= tail.low || tail.kept >= tail.n {
+            return false;
+        }
+        let (start, end) = (tail.end.saturating_sub(tail.step).max(tail.low), tail.end);
+        tail.end = start;
+        tail.step = tail.step.saturating_mul(2);
+        tail.before = rows;
+        self.cursor = self.cursor(start, end);
+        true
+    }
+
+    /// One step in `cursor`; false when its range is done.
+    async fn advance(&mut self, cursor: &mut RangeCursor) -> Result<bool, Stop> {
+        if let Some(reading) = cursor.reading.as_mut() {
+            match reading.reader.next() {
+                Some(batch) => {
+                    let batch = batch?;
+                    let raw_rows = batch
+                        .column_by_name("raw_batch")
+                        .is_some_and(|raw| raw.null_count() < raw.len());
+                    if reading.direct && !raw_rows {
+                        self.add_typed_batch(&batch, &reading.range)?;
+                    } else {
+                        self.add_cold_batch(&batch, &reading.range)?;
+                        self.flush(false)?;
+                    }
+                }
+                None => cursor.reading = None,
+            }
+            return Ok(true);
+        }
+        if let Some((entry, range)) = cursor.cold.pop_front() {
+            cursor.reading = self.open_cold(&entry, range).await?;
+            return Ok(true);
+        }
+        match cursor.hot {
+            Some(offset) => {
+                cursor.hot = self.read_hot(offset, cursor)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// One read of the hot log from `offset`; the offset to go on from, `None` when done.
+    fn read_hot(&mut self, offset: i64, cursor: &mut RangeCursor) -> Result<Option<i64>, Stop> {
+        let range = cursor.range;
+        if offset >= range.offsets.1 {
+            return Ok(None);
+        }
+        // Uploads go on while the query runs: what left local disk since planning is in
+        // objects the plan does not know yet. They are read next, then the log after them.
+        if offset < self.plan.partition.local_start_offset() {
+            let moved: Vec<ObjectEntry> = self
+                .plan
+                .partition
+                .cold_manifest()
+                .map(|manifest| {
+                    manifest
+                        .objects
+                        .iter()
+                        .filter(|object| {
+                            object.next_offset() > offset && object.base_offset() < range.offsets.1
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(last) = moved.last().map(ObjectEntry::next_offset) else {
+                return Ok(None);
+            };
+            let moved_range = Ranges {
+                offsets: (offset, range.offsets.1),
+                timestamps: range.timestamps,
+            };
+            cursor
+                .cold
+                .extend(moved.into_iter().map(|entry| (entry, moved_range)));
+            return Ok(Some(last));
+        }
+        // With a time range, only the runs of batches whose zones can match are read.
+        // (The run ends at a batch boundary: reading stops before it.)
+        let mut offset = offset;
+        let mut run_end = range.offsets.1;
+        let mut read_end = i64::MAX;
+        if range.timestamps != (i64::MIN, i64::MAX) {
+            let (low, high) = range.timestamps;
+            match self.plan.partition.next_in_time_range(offset, low, high) {
+                Some((from, to)) if from < range.offsets.1 => {
+                    offset = from;
+                    run_end = to.min(range.offsets.1);
+                    read_end = to;
+                }
+                _ => return Ok(None),
+            }
+        }
+        let read = self
+            .plan
+            .partition
+            .read_until(offset, HOT_READ_BYTES, read_end)
+            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        if read.records.is_empty() {
+            return Ok(None);
+        }
+        self.metrics.hot_bytes.add(read.records.len());
+        let mut next = offset;
+        for batch in records::own_batches(&read.records) {
+            let (header, bytes) =
+                batch.map_err(|error| DataFusionError::External(Box::new(error)))?;
+            if header.base_offset >= run_end {
+                next = run_end;
+                break;
+            }
+            let added = self.builder.add_batch(&read.records, bytes, &range)?;
+            self.metrics.rows.add(added);
+            next = header.last_offset() + 1;
+            self.flush(false)?;
+        }
+        Ok((next > offset).then_some(next))
+    }
+
+    /// A reader of the row groups and columns of a cold object that the query needs; `None`
+    /// when no row group can match.
+    async fn open_cold(
         &mut self,
         entry: &ObjectEntry,
-        range: &Ranges,
-        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-    ) -> Result<(), Stop> {
+        range: Ranges,
+    ) -> Result<Option<ColdReader>, Stop> {
         let store = self.store.as_ref().ok_or_else(|| {
             DataFusionError::Execution(format!(
                 "{} is in the cold tier, which is not configured",
@@ -506,19 +574,12 @@ impl PartitionScan {
             DataFusionError::Execution(format!("reading cold object {}: {error}", entry.key))
         };
         // The footer (kept by the store once parsed), then only the column chunks needed.
-        let metadata = self
-            .runtime
-            .block_on(store.parquet_footer(&entry.key, entry.size_bytes))
-            .map_err(|error| failed(&error))?;
-        let mut reader_metadata =
-            ArrowReaderMetadata::try_new(Arc::clone(&metadata), ArrowReaderOptions::new())
-                .map_err(|error| failed(&error))?;
         // Typed text fields are read as string views, the table's type for them.
-        if let Some(hint) = string_views(reader_metadata.schema()) {
-            let options = ArrowReaderOptions::new().with_schema(hint);
-            reader_metadata = ArrowReaderMetadata::try_new(Arc::clone(&metadata), options)
-                .map_err(|error| failed(&error))?;
-        }
+        let reader_metadata = store
+            .reader_metadata(&entry.key, entry.size_bytes)
+            .await
+            .map_err(|error| failed(&error))?;
+        let metadata = Arc::clone(reader_metadata.metadata());
         // Row groups whose offsets or timestamps cannot match are skipped.
         let columns = metadata.file_metadata().schema_descr();
         let column_index = |name: &str| {
@@ -566,7 +627,7 @@ impl PartitionScan {
             }
         }
         if row_groups.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let arrow_schema = Arc::clone(reader_metadata.schema());
         // Typed value columns written for the topic's current schema are read as they are.
@@ -625,15 +686,9 @@ impl PartitionScan {
             .map(|(index, _)| index)
             .collect::<Vec<_>>();
         let mask = ProjectionMask::leaves(reader_metadata.parquet_schema(), leaves);
-        let parts = self
-            .runtime
-            .block_on(store.parquet_chunks(
-                &entry.key,
-                entry.size_bytes,
-                &metadata,
-                &row_groups,
-                &mask,
-            ))
+        let parts = store
+            .parquet_chunks(&entry.key, entry.size_bytes, &metadata, &row_groups, &mask)
+            .await
             .map_err(|error| failed(&error))?;
         self.metrics.cold_bytes.add(parts.fetched);
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(parts, reader_metadata)
@@ -644,28 +699,15 @@ impl PartitionScan {
             .map_err(|error| {
                 DataFusionError::Execution(format!("cold object {}: {error}", entry.key))
             })?;
-        for batch in reader {
-            let batch = batch?;
-            let raw_rows = batch
-                .column_by_name("raw_batch")
-                .is_some_and(|raw| raw.null_count() < raw.len());
-            if direct && !raw_rows {
-                self.add_typed_batch(&batch, range, sender)?;
-            } else {
-                self.add_cold_batch(&batch, range)?;
-                self.flush(sender, false)?;
-            }
-        }
-        Ok(())
+        Ok(Some(ColdReader {
+            reader,
+            direct,
+            range,
+        }))
     }
 
     /// Cold rows with typed value columns: the kept rows go out as they are, nothing parsed.
-    fn add_typed_batch(
-        &mut self,
-        batch: &RecordBatch,
-        range: &Ranges,
-        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-    ) -> Result<(), Stop> {
+    fn add_typed_batch(&mut self, batch: &RecordBatch, range: &Ranges) -> Result<(), Stop> {
         // Without offsets and timestamps, every row was known to be in range.
         let kept = match (
             batch.column_by_name("offset"),
@@ -674,12 +716,13 @@ impl PartitionScan {
             (Some(offsets), Some(timestamps)) => {
                 let offsets: &Int64Array = offsets.as_primitive();
                 let timestamps: &TimestampMillisecondArray = timestamps.as_primitive();
-                let keep: arrow::array::BooleanArray = offsets
-                    .values()
-                    .iter()
-                    .zip(timestamps.values().iter())
-                    .map(|(&offset, &timestamp)| Some(range.keeps(offset, timestamp)))
-                    .collect();
+                let (offsets, timestamps) = (offsets.values(), timestamps.values());
+                let keep = arrow::array::BooleanArray::new(
+                    arrow::buffer::BooleanBuffer::collect_bool(offsets.len(), |row| {
+                        range.keeps(offsets[row], timestamps[row])
+                    }),
+                    None,
+                );
                 if keep.true_count() == batch.num_rows() {
                     batch.clone()
                 } else {
@@ -693,9 +736,9 @@ impl PartitionScan {
         }
         self.metrics.rows.add(kept.num_rows());
         // Rows collected before these go first, to keep offset order.
-        self.flush(sender, true)?;
+        self.flush(true)?;
         let output = self.builder.typed_batch(&kept)?;
-        self.emit(output, sender)
+        self.emit(output)
     }
 
     fn add_cold_batch(&mut self, batch: &RecordBatch, range: &Ranges) -> Result<(), Stop> {
@@ -743,12 +786,15 @@ impl PartitionScan {
                 // Rows kept verbatim as whole batches: split around them.
                 let mut added = 0;
                 let mut start = 0;
+                let chunk = rows::binary_chunk(raw);
+                let raw_offsets = raw.value_offsets();
                 for row in 0..raw.len() {
                     if raw.is_valid(row) {
                         added += self.add_cold_slice(
                             offsets, timestamps, &keys, &values, &headers, start, row, range,
                         );
-                        added += self.builder.add_batch(raw.value(row), range)?;
+                        let at = raw_offsets[row] as usize..raw_offsets[row + 1] as usize;
+                        added += self.builder.add_batch(&chunk, at, range)?;
                         start = row + 1;
                     }
                 }
@@ -811,24 +857,16 @@ impl PartitionScan {
     }
 
     /// Hands a record batch on once enough rows are collected (or at the end).
-    fn flush(
-        &mut self,
-        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-        last: bool,
-    ) -> Result<(), Stop> {
+    fn flush(&mut self, last: bool) -> Result<(), Stop> {
         if self.builder.is_empty() || (!last && self.builder.len() < BATCH_ROWS) {
             return Ok(());
         }
         let batch = self.builder.finish()?;
-        self.emit(batch, sender)
+        self.emit(batch)
     }
 
     /// Hands one record batch on, cut to the limit.
-    fn emit(
-        &mut self,
-        mut batch: RecordBatch,
-        sender: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-    ) -> Result<(), Stop> {
+    fn emit(&mut self, mut batch: RecordBatch) -> Result<(), Stop> {
         if let Some(limit) = self.limit {
             let left = limit.saturating_sub(self.emitted);
             if batch.num_rows() > left {
@@ -836,8 +874,8 @@ impl PartitionScan {
             }
         }
         self.emitted += batch.num_rows();
-        if batch.num_rows() > 0 && sender.blocking_send(Ok(batch)).is_err() {
-            return Err(Stop::Done);
+        if batch.num_rows() > 0 {
+            self.ready.push_back(batch);
         }
         if self.limit.is_some_and(|limit| self.emitted >= limit) {
             return Err(Stop::Done);

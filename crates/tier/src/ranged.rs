@@ -1,13 +1,16 @@
-//! Reading parts of a cold Parquet object: its footer (parsed once per object and kept, since
-//! objects never change once written) and the column chunks of chosen row groups, fetched with
-//! ranged reads, so a query reads neither the columns nor the row groups it does not need.
+//! Reading parts of a cold Parquet object: its footer (parsed once per object, with the Arrow
+//! schema it is read with, and kept, since objects never change once written) and the column
+//! chunks of chosen row groups, fetched with ranged reads, so a query reads neither the columns
+//! nor the row groups it does not need.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use bytes::{Buf, Bytes};
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::errors::ParquetError;
 use parquet::file::FOOTER_SIZE;
 use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
@@ -21,7 +24,8 @@ const FOOTER_PREFETCH: u64 = 64 << 10;
 /// do, by their own rule; a local folder reads each range).
 const COALESCE_GAP: u64 = 0;
 
-/// Parsed footers by object key, bounded by their in-memory size; the oldest go first.
+/// Parsed footers and their Arrow schemas by object key, bounded by their in-memory size; the
+/// oldest go first.
 pub(crate) struct Footers {
     capacity_bytes: usize,
     state: parking_lot::Mutex<FooterState>,
@@ -29,7 +33,7 @@ pub(crate) struct Footers {
 
 #[derive(Default)]
 struct FooterState {
-    by_key: HashMap<String, (Arc<ParquetMetaData>, usize)>,
+    by_key: HashMap<String, (ArrowReaderMetadata, usize)>,
     order: VecDeque<String>,
     bytes: usize,
 }
@@ -42,16 +46,16 @@ impl Footers {
         }
     }
 
-    fn get(&self, key: &str) -> Option<Arc<ParquetMetaData>> {
+    fn get(&self, key: &str) -> Option<ArrowReaderMetadata> {
         self.state
             .lock()
             .by_key
             .get(key)
-            .map(|(metadata, _)| Arc::clone(metadata))
+            .map(|(metadata, _)| metadata.clone())
     }
 
-    fn put(&self, key: &str, metadata: Arc<ParquetMetaData>) {
-        let size = metadata.memory_size();
+    fn put(&self, key: &str, metadata: ArrowReaderMetadata) {
+        let size = metadata.metadata().memory_size();
         let mut state = self.state.lock();
         if size > self.capacity_bytes || state.by_key.contains_key(key) {
             return;
@@ -77,6 +81,44 @@ fn corrupt(key: &str, error: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// The schema a cold file is read with: its own, with the text fields of the typed value
+/// columns read as string views (the SQL table's type for them); `None` when that changes
+/// nothing.
+fn string_views(schema: &SchemaRef) -> Option<SchemaRef> {
+    let index = schema.index_of(crate::convert::FIELDS_COLUMN).ok()?;
+    let DataType::Struct(children) = schema.field(index).data_type() else {
+        return None;
+    };
+    if !children
+        .iter()
+        .any(|child| child.data_type() == &DataType::Utf8)
+    {
+        return None;
+    }
+    let children: Fields = children
+        .iter()
+        .map(|child| {
+            if child.data_type() == &DataType::Utf8 {
+                Arc::new(child.as_ref().clone().with_data_type(DataType::Utf8View))
+            } else {
+                Arc::clone(child)
+            }
+        })
+        .collect();
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields[index] = Arc::new(
+        schema
+            .field(index)
+            .as_ref()
+            .clone()
+            .with_data_type(DataType::Struct(children)),
+    );
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
 impl TierStore {
     /// The footer of the Parquet object `key` of `size` bytes.
     pub async fn parquet_footer(
@@ -84,6 +126,18 @@ impl TierStore {
         key: &str,
         size: u64,
     ) -> Result<Arc<ParquetMetaData>, StoreError> {
+        Ok(Arc::clone(
+            self.reader_metadata(key, size).await?.metadata(),
+        ))
+    }
+
+    /// The footer of the Parquet object `key` of `size` bytes and the Arrow schema to read it
+    /// with (text fields of typed value columns as string views), parsed once and kept.
+    pub async fn reader_metadata(
+        &self,
+        key: &str,
+        size: u64,
+    ) -> Result<ArrowReaderMetadata, StoreError> {
         if let Some(metadata) = self.footers().get(key) {
             return Ok(metadata);
         }
@@ -92,7 +146,7 @@ impl TierStore {
         }
         let start = size.saturating_sub(FOOTER_PREFETCH);
         let mut tail = self
-            .get_ranges(key, &[start..size])
+            .get_ranges(key, std::slice::from_ref(&(start..size)))
             .await?
             .pop()
             .unwrap_or_default();
@@ -107,7 +161,7 @@ impl TierStore {
         }
         if needed > tail.len() as u64 {
             tail = self
-                .get_ranges(key, &[size - needed..size])
+                .get_ranges(key, std::slice::from_ref(&(size - needed..size)))
                 .await?
                 .pop()
                 .unwrap_or_default();
@@ -116,8 +170,18 @@ impl TierStore {
         let metadata = Arc::new(
             ParquetMetaDataReader::decode_metadata(metadata_bytes).map_err(|e| corrupt(key, e))?,
         );
-        self.footers().put(key, Arc::clone(&metadata));
-        Ok(metadata)
+        let mut reader =
+            ArrowReaderMetadata::try_new(Arc::clone(&metadata), ArrowReaderOptions::new())
+                .map_err(|error| corrupt(key, error))?;
+        if let Some(schema) = string_views(reader.schema()) {
+            reader = ArrowReaderMetadata::try_new(
+                metadata,
+                ArrowReaderOptions::new().with_schema(schema),
+            )
+            .map_err(|error| corrupt(key, error))?;
+        }
+        self.footers().put(key, reader.clone());
+        Ok(reader)
     }
 
     /// The column chunks of `row_groups` that `mask` selects, fetched with ranged reads, as a
