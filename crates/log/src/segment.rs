@@ -3,9 +3,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use memmap2::{Mmap, MmapOptions};
 use records::{BATCH_HEADER_LEN, BatchHeader, Compression, TimestampType};
 
 use crate::LogError;
@@ -13,6 +14,23 @@ use crate::index::{OffsetIndex, TimeIndex, ZoneIndex};
 
 /// Bytes read at a time when scanning a segment at recovery.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// The address space mapped for the active segment, which grows into it: the default
+/// `segment.bytes`. Reads past it (a larger `segment.bytes`) go through `pread`.
+const ACTIVE_MAP_BYTES: u64 = 1 << 30;
+
+/// A range of a mapped segment, as the owner of a [`Bytes`].
+struct MappedRange {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
 
 pub(crate) fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
@@ -37,6 +55,9 @@ pub(crate) struct Segment {
     /// its timestamps are then known only up to `max_timestamp`.
     pub(crate) zone_index: Option<ZoneIndex>,
     pub(crate) bytes_since_index_entry: u64,
+    /// The file mapped into memory on the first read, so reads hand out slices of the page
+    /// cache, neither zeroed nor copied (`None` if mapping failed: reads use `pread`).
+    map: OnceLock<Option<Arc<Mmap>>>,
 }
 
 /// The index files next to a segment's `.log`.
@@ -72,6 +93,7 @@ impl Segment {
             time_index: TimeIndex::default(),
             zone_index: Some(ZoneIndex::default()),
             bytes_since_index_entry: 0,
+            map: OnceLock::new(),
         }
     }
 
@@ -484,6 +506,7 @@ impl Segment {
         offset: i64,
         max_bytes: usize,
         end_offset: i64,
+        active: bool,
     ) -> Result<Option<Bytes>, LogError> {
         let Some((position, first)) = self.find_batch(offset)? else {
             return Ok(None);
@@ -491,15 +514,53 @@ impl Segment {
         if first.last_offset() >= end_offset {
             return Ok(Some(Bytes::new()));
         }
+        let max_bytes = max_bytes.max(first.total_len());
+        if let Some(map) = self.mapped(active) {
+            let start = position as usize;
+            let want = (max_bytes as u64).min(self.size.saturating_sub(position)) as usize;
+            if start + want <= map.len() {
+                let taken =
+                    whole_batches(&map[start..start + want], &self.path, position, end_offset)?;
+                return Ok(Some(Bytes::from_owner(MappedRange {
+                    map: Arc::clone(map),
+                    start,
+                    end: start + taken,
+                })));
+            }
+        }
         read_batches(
-            &self.file,
-            &self.path,
-            position,
-            self.size,
-            max_bytes.max(first.total_len()),
-            end_offset,
+            &self.file, &self.path, position, self.size, max_bytes, end_offset,
         )
         .map(Some)
+    }
+
+    /// The segment file mapped read-only: as it is for a sealed segment, with room to grow for
+    /// the active one (made on the first call, kept while the segment lives).
+    fn mapped(&self, active: bool) -> Option<&Arc<Mmap>> {
+        self.map
+            .get_or_init(|| {
+                let length = if active {
+                    self.size.max(ACTIVE_MAP_BYTES)
+                } else {
+                    self.size
+                };
+                if length == 0 {
+                    return None;
+                }
+                // SAFETY: the bytes handed out (below `size`, whole batches) never change: the
+                // log only appends past them, and cuts a file only where nothing was handed out
+                // (a failed append's partial write; recovery, before any read). Pages past the
+                // file's end are never touched: reads stop at `size`.
+                let map = unsafe { MmapOptions::new().len(length as usize).map(&*self.file) };
+                match map {
+                    Ok(map) => Some(Arc::new(map)),
+                    Err(error) => {
+                        tracing::warn!(path = %self.path.display(), %error, "cannot map a segment; reading it with pread");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// A reader of this (sealed) segment from the batch holding `offset`, usable without the
@@ -577,18 +638,30 @@ pub(crate) fn read_batches(
     let mut buffer = vec![0u8; want];
     file.read_exact_at(&mut buffer, position)
         .map_err(|source| LogError::io("reading", path, source))?;
+    let taken = whole_batches(&buffer, path, position, end_offset)?;
+    buffer.truncate(taken);
+    Ok(Bytes::from(buffer))
+}
+
+/// The length of the whole batches at the start of `bytes` (read from `position` of the file
+/// at `path`) that end below `end_offset`.
+fn whole_batches(
+    bytes: &[u8],
+    path: &Path,
+    position: u64,
+    end_offset: i64,
+) -> Result<usize, LogError> {
     let mut taken = 0;
-    while buffer.len() - taken >= BATCH_HEADER_LEN {
-        let header = BatchHeader::parse(&buffer[taken..]).map_err(|error| LogError::Corrupt {
+    while bytes.len() - taken >= BATCH_HEADER_LEN {
+        let header = BatchHeader::parse(&bytes[taken..]).map_err(|error| LogError::Corrupt {
             path: path.to_path_buf(),
             position: position + taken as u64,
             reason: error.to_string(),
         })?;
-        if taken + header.total_len() > buffer.len() || header.last_offset() >= end_offset {
+        if taken + header.total_len() > bytes.len() || header.last_offset() >= end_offset {
             break;
         }
         taken += header.total_len();
     }
-    buffer.truncate(taken);
-    Ok(Bytes::from(buffer))
+    Ok(taken)
 }

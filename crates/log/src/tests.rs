@@ -211,6 +211,42 @@ fn rolls_by_size_and_time_and_reads_across_segments() {
 }
 
 #[test]
+fn mapped_reads_follow_the_active_segment_and_outlive_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch("x", 2, 0).len() as u64;
+    let mut log = PartitionLog::open(dir.path(), config(3 * one, 0)).unwrap();
+    append(&mut log, batch("a", 2, 0));
+    // The first read maps the active segment; what is appended later is read from that map.
+    assert_eq!(values(&log.read(0, 1 << 20).unwrap()).len(), 2);
+    append(&mut log, batch("b", 2, 0));
+    let read = log.read(0, 1 << 20).unwrap();
+    assert_eq!(
+        values(&read),
+        vec![
+            (0, "a-0".to_string()),
+            (1, "a-1".to_string()),
+            (2, "b-0".to_string()),
+            (3, "b-1".to_string())
+        ]
+    );
+    // Reads stop at whole batches and at the end offset, as with pread.
+    assert_eq!(values(&log.read(0, one as usize + 1).unwrap()).len(), 2);
+    assert_eq!(values(&log.read_until(0, 1 << 20, 2).unwrap()).len(), 2);
+    // Sealed and deleted by retention while a read of it is held: the read stays valid.
+    append(&mut log, batch("c", 2, 0));
+    append(&mut log, batch("d", 2, 0));
+    assert_eq!(log.segment_count(), 2);
+    let held = log.read(0, 1 << 20).unwrap();
+    log.set_config(LogConfig {
+        retention_bytes: 0,
+        ..*log.config()
+    });
+    assert_eq!(log.apply_retention(0).unwrap(), 1);
+    assert_eq!(values(&held).len(), 6);
+    assert_eq!(values(&held)[5], (5, "c-1".to_string()));
+}
+
+#[test]
 fn retention_by_bytes_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let one = batch("x", 1, 0).len() as u64;

@@ -7,10 +7,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::BooleanArray;
 use arrow::array::{
     Array, AsArray, BinaryArray, Int64Array, ListArray, RecordBatch, TimestampMillisecondArray,
 };
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
+use arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -23,7 +26,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowFilter,
+};
 use parquet::file::statistics::Statistics;
 use tier::ObjectEntry;
 
@@ -289,6 +294,32 @@ impl ExecutionPlan for TopicScanExec {
     }
 }
 
+/// A Parquet row filter keeping the rows whose offset and timestamp (those of the two that
+/// `columns` selects) are in `range`.
+fn range_filter(columns: ProjectionMask, range: Ranges) -> RowFilter {
+    let keep = move |batch: RecordBatch| {
+        let offsets = batch
+            .column_by_name("offset")
+            .map(|column| column.as_primitive::<Int64Type>().values().clone());
+        let timestamps = batch.column_by_name("timestamp").map(|column| {
+            column
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .clone()
+        });
+        let (offset_range, time_range) = (range.offsets, range.timestamps);
+        let kept = BooleanBuffer::collect_bool(batch.num_rows(), |row| {
+            offsets.as_ref().is_none_or(|offsets| {
+                offsets[row] >= offset_range.0 && offsets[row] < offset_range.1
+            }) && timestamps.as_ref().is_none_or(|timestamps| {
+                timestamps[row] >= time_range.0 && timestamps[row] < time_range.1
+            })
+        });
+        Ok(BooleanArray::new(kept, None))
+    };
+    RowFilter::new(vec![Box::new(ArrowPredicateFn::new(columns, keep))])
+}
+
 /// Why a scan stopped early.
 enum Stop {
     /// The query no longer wants rows (cancelled, or the limit is reached).
@@ -323,6 +354,8 @@ struct ColdReader {
     reader: ParquetRecordBatchReader,
     /// Rows come straight from the file's columns: typed value columns, or no column at all.
     direct: bool,
+    /// The reader keeps only rows in range (its row filter), so they need no check.
+    filtered: bool,
     range: Ranges,
 }
 
@@ -456,8 +489,10 @@ impl PartitionScan {
                     let raw_rows = batch
                         .column_by_name("raw_batch")
                         .is_some_and(|raw| raw.null_count() < raw.len());
-                    if reading.direct && !raw_rows {
-                        self.add_typed_batch(&batch, &reading.range)?;
+                    if reading.filtered {
+                        self.add_typed_batch(&batch, None)?;
+                    } else if reading.direct && !raw_rows {
+                        self.add_typed_batch(&batch, Some(&reading.range))?;
                     } else {
                         self.add_cold_batch(&batch, &reading.range)?;
                         self.flush(false)?;
@@ -593,8 +628,9 @@ impl PartitionScan {
         let mut row_groups = Vec::new();
         // Whether a chosen row group may hold a raw batch (whose records are in no other column).
         let mut raw_batches = false;
-        // Whether every chosen row group lies inside the ranges, so no row needs checking.
-        let mut all_inside = true;
+        // Whether every chosen row group lies inside the offset range, and the time range, so no
+        // row needs checking against it.
+        let (mut offsets_all_inside, mut times_all_inside) = (true, true);
         for (index, group) in metadata.row_groups().iter().enumerate() {
             let bounds =
                 |column: Option<usize>| match column.and_then(|c| group.column(c).statistics()) {
@@ -614,7 +650,8 @@ impl PartitionScan {
                 let times_inside = bounds(timestamp_column).is_some_and(|(min, max)| {
                     min >= range.timestamps.0 && max < range.timestamps.1
                 });
-                all_inside &= offsets_inside && times_inside;
+                offsets_all_inside &= offsets_inside;
+                times_all_inside &= times_inside;
                 let all_null = raw_column
                     .and_then(|c| group.column(c).statistics())
                     .and_then(|stats| stats.null_count_opt())
@@ -640,12 +677,17 @@ impl PartitionScan {
         // Rows whose columns come straight from the file: typed value columns, or no column at
         // all (`count(*)`).
         let direct = typed || self.builder.projects_nothing();
-        let lean = direct && !raw_batches && all_inside;
+        // Rows straight from the file are kept by a filter inside the Parquet reader: it reads
+        // the offsets or timestamps that need checking, then only the kept rows of the other
+        // columns. Other rows go through the builder, which checks both.
+        let filtered = direct && !raw_batches;
+        let check_offsets = !filtered || !offsets_all_inside;
+        let check_times = !filtered || !times_all_inside;
         let mut wanted = Vec::new();
-        if !lean || self.builder.projects(rows::OFFSET_INDEX) {
+        if !filtered || self.builder.projects(rows::OFFSET_INDEX) {
             wanted.push("offset");
         }
-        if !lean || self.builder.projects(rows::TIMESTAMP_INDEX) {
+        if !filtered || self.builder.projects(rows::TIMESTAMP_INDEX) {
             wanted.push("timestamp");
         }
         if raw_batches {
@@ -672,48 +714,68 @@ impl PartitionScan {
         if typed && self.builder.needs_error() {
             wanted.push(tier::convert::FIELDS_ERROR_COLUMN);
         }
-        let leaves = reader_metadata
-            .parquet_schema()
-            .columns()
-            .iter()
-            .enumerate()
-            .filter(|(_, column)| {
-                let parts = column.path().parts();
-                wanted.contains(&parts[0].as_str())
-                    || (parts[0] == tier::convert::FIELDS_COLUMN
-                        && parts.get(1).is_some_and(|field| fields.contains(field)))
-            })
-            .map(|(index, _)| index)
-            .collect::<Vec<_>>();
-        let mask = ProjectionMask::leaves(reader_metadata.parquet_schema(), leaves);
+        let leaves = |wanted: &[&str], fields: &[String]| {
+            let leaves = reader_metadata
+                .parquet_schema()
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(_, column)| {
+                    let parts = column.path().parts();
+                    wanted.contains(&parts[0].as_str())
+                        || (parts[0] == tier::convert::FIELDS_COLUMN
+                            && parts.get(1).is_some_and(|field| fields.contains(field)))
+                })
+                .map(|(index, _)| index)
+                .collect::<Vec<_>>();
+            ProjectionMask::leaves(reader_metadata.parquet_schema(), leaves)
+        };
+        let mask = leaves(&wanted, &fields);
+        let mut checked = Vec::new();
+        if filtered && check_offsets {
+            checked.push("offset");
+        }
+        if filtered && check_times {
+            checked.push("timestamp");
+        }
+        let filter_mask = (!checked.is_empty()).then(|| leaves(&checked, &[]));
+        let mut fetch = mask.clone();
+        if let Some(filter_mask) = &filter_mask {
+            fetch.union(filter_mask);
+        }
         let parts = store
-            .parquet_chunks(&entry.key, entry.size_bytes, &metadata, &row_groups, &mask)
+            .parquet_chunks(&entry.key, entry.size_bytes, &metadata, &row_groups, &fetch)
             .await
             .map_err(|error| failed(&error))?;
         self.metrics.cold_bytes.add(parts.fetched);
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(parts, reader_metadata)
-            .with_row_groups(row_groups)
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|error| {
-                DataFusionError::Execution(format!("cold object {}: {error}", entry.key))
-            })?;
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(parts, reader_metadata)
+                .with_row_groups(row_groups)
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS);
+        if let Some(filter_mask) = filter_mask {
+            builder = builder.with_row_filter(range_filter(filter_mask, range));
+        }
+        let reader = builder.build().map_err(|error| {
+            DataFusionError::Execution(format!("cold object {}: {error}", entry.key))
+        })?;
         Ok(Some(ColdReader {
             reader,
             direct,
+            filtered,
             range,
         }))
     }
 
     /// Cold rows with typed value columns: the kept rows go out as they are, nothing parsed.
-    fn add_typed_batch(&mut self, batch: &RecordBatch, range: &Ranges) -> Result<(), Stop> {
-        // Without offsets and timestamps, every row was known to be in range.
+    /// `range`: the range to keep rows by; `None` if every row is known to be in it.
+    fn add_typed_batch(&mut self, batch: &RecordBatch, range: Option<&Ranges>) -> Result<(), Stop> {
         let kept = match (
+            range,
             batch.column_by_name("offset"),
             batch.column_by_name("timestamp"),
         ) {
-            (Some(offsets), Some(timestamps)) => {
+            (Some(range), Some(offsets), Some(timestamps)) => {
                 let offsets: &Int64Array = offsets.as_primitive();
                 let timestamps: &TimestampMillisecondArray = timestamps.as_primitive();
                 let (offsets, timestamps) = (offsets.values(), timestamps.values());
