@@ -137,6 +137,32 @@ pub fn release_free_memory() {
     }
 }
 
+/// For a runtime's `on_thread_park`: when a thread goes idle, at most once a second, it hands
+/// the memory its own allocator heap keeps free back to the operating system. (mimalloc keeps
+/// free pages per thread, and only that thread returns them; [`release_free_memory`] cannot
+/// reach them.)
+pub fn release_thread_memory_when_idle() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        // SAFETY: mi_collect only returns this thread's free pages.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -288,6 +288,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lakestream")
+        .on_thread_park(broker::alloc::release_thread_memory_when_idle)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(settings))

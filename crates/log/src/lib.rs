@@ -602,12 +602,11 @@ impl PartitionLog {
             .partition_point(|segment| segment.base_offset <= offset)
             .max(1)
             - 1;
-        let active = self.segments.len() - 1;
-        for (index, segment) in self.segments.iter().enumerate().skip(first) {
+        for segment in &self.segments[first..] {
             if segment.base_offset >= end_offset {
                 break;
             }
-            if let Some(bytes) = segment.read(offset, max_bytes, end_offset, index == active)? {
+            if let Some(bytes) = segment.read(offset, max_bytes, end_offset)? {
                 return Ok(bytes);
             }
         }

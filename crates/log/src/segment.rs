@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
@@ -15,13 +15,17 @@ use crate::index::{OffsetIndex, TimeIndex, ZoneIndex};
 /// Bytes read at a time when scanning a segment at recovery.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
-/// The address space mapped for the active segment, which grows into it: the default
-/// `segment.bytes`. Reads past it (a larger `segment.bytes`) go through `pread`.
-const ACTIVE_MAP_BYTES: u64 = 1 << 30;
+/// Reads of at least this many bytes map the range instead of copying it; smaller ones (a
+/// consumer at the tail) are cheaper to copy than to map.
+const MAP_MIN_BYTES: usize = 256 << 10;
 
-/// A range of a mapped segment, as the owner of a [`Bytes`].
+/// Page size, for the alignment of a mapping's start.
+const PAGE_BYTES: u64 = 4096;
+
+/// A mapped range of a segment file, as the owner of a [`Bytes`]; unmapped when dropped.
 struct MappedRange {
-    map: Arc<Mmap>,
+    map: Mmap,
+    /// Where the wanted bytes start in the map (which starts at a page boundary).
     start: usize,
     end: usize,
 }
@@ -55,9 +59,6 @@ pub(crate) struct Segment {
     /// its timestamps are then known only up to `max_timestamp`.
     pub(crate) zone_index: Option<ZoneIndex>,
     pub(crate) bytes_since_index_entry: u64,
-    /// The file mapped into memory on the first read, so reads hand out slices of the page
-    /// cache, neither zeroed nor copied (`None` if mapping failed: reads use `pread`).
-    map: OnceLock<Option<Arc<Mmap>>>,
 }
 
 /// The index files next to a segment's `.log`.
@@ -93,7 +94,6 @@ impl Segment {
             time_index: TimeIndex::default(),
             zone_index: Some(ZoneIndex::default()),
             bytes_since_index_entry: 0,
-            map: OnceLock::new(),
         }
     }
 
@@ -506,7 +506,6 @@ impl Segment {
         offset: i64,
         max_bytes: usize,
         end_offset: i64,
-        active: bool,
     ) -> Result<Option<Bytes>, LogError> {
         let Some((position, first)) = self.find_batch(offset)? else {
             return Ok(None);
@@ -515,18 +514,11 @@ impl Segment {
             return Ok(Some(Bytes::new()));
         }
         let max_bytes = max_bytes.max(first.total_len());
-        if let Some(map) = self.mapped(active) {
-            let start = position as usize;
-            let want = (max_bytes as u64).min(self.size.saturating_sub(position)) as usize;
-            if start + want <= map.len() {
-                let taken =
-                    whole_batches(&map[start..start + want], &self.path, position, end_offset)?;
-                return Ok(Some(Bytes::from_owner(MappedRange {
-                    map: Arc::clone(map),
-                    start,
-                    end: start + taken,
-                })));
-            }
+        let want = (max_bytes as u64).min(self.size.saturating_sub(position)) as usize;
+        if want >= MAP_MIN_BYTES
+            && let Some(bytes) = self.read_mapped(position, want, end_offset)?
+        {
+            return Ok(Some(bytes));
         }
         read_batches(
             &self.file, &self.path, position, self.size, max_bytes, end_offset,
@@ -534,33 +526,41 @@ impl Segment {
         .map(Some)
     }
 
-    /// The segment file mapped read-only: as it is for a sealed segment, with room to grow for
-    /// the active one (made on the first call, kept while the segment lives).
-    fn mapped(&self, active: bool) -> Option<&Arc<Mmap>> {
-        self.map
-            .get_or_init(|| {
-                let length = if active {
-                    self.size.max(ACTIVE_MAP_BYTES)
-                } else {
-                    self.size
-                };
-                if length == 0 {
-                    return None;
-                }
-                // SAFETY: the bytes handed out (below `size`, whole batches) never change: the
-                // log only appends past them, and cuts a file only where nothing was handed out
-                // (a failed append's partial write; recovery, before any read). Pages past the
-                // file's end are never touched: reads stop at `size`.
-                let map = unsafe { MmapOptions::new().len(length as usize).map(&*self.file) };
-                match map {
-                    Ok(map) => Some(Arc::new(map)),
-                    Err(error) => {
-                        tracing::warn!(path = %self.path.display(), %error, "cannot map a segment; reading it with pread");
-                        None
-                    }
-                }
-            })
-            .as_ref()
+    /// The whole batches of `want` bytes from `position` that end below `end_offset`, as a
+    /// slice of the file mapped read-only with its pages populated: nothing is zeroed or copied
+    /// out of the page cache, and the mapping goes when the bytes are dropped. `None` if the
+    /// range cannot be mapped (the caller then reads it).
+    fn read_mapped(
+        &self,
+        position: u64,
+        want: usize,
+        end_offset: i64,
+    ) -> Result<Option<Bytes>, LogError> {
+        let aligned = position - position % PAGE_BYTES;
+        let start = (position - aligned) as usize;
+        // SAFETY: the mapped bytes (below `size`, whole batches) never change while mapped:
+        // the log only appends past them, and cuts a file only where nothing was read (a failed
+        // append's partial write; recovery, before any read). The range ends inside the file.
+        let map = unsafe {
+            MmapOptions::new()
+                .offset(aligned)
+                .len(start + want)
+                .populate()
+                .map(&*self.file)
+        };
+        let map = match map {
+            Ok(map) => map,
+            Err(error) => {
+                tracing::debug!(path = %self.path.display(), %error, "cannot map a segment range; reading it");
+                return Ok(None);
+            }
+        };
+        let taken = whole_batches(&map[start..], &self.path, position, end_offset)?;
+        Ok(Some(Bytes::from_owner(MappedRange {
+            map,
+            start,
+            end: start + taken,
+        })))
     }
 
     /// A reader of this (sealed) segment from the batch holding `offset`, usable without the

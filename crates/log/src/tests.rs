@@ -210,31 +210,49 @@ fn rolls_by_size_and_time_and_reads_across_segments() {
     assert_eq!(log.flushed_offset(), 8);
 }
 
+/// A batch of one record whose value is `tag` repeated to `bytes` bytes.
+fn big_batch(tag: u8, bytes: usize) -> Vec<u8> {
+    BatchBuilder::new(0)
+        .record(None, Some(&vec![tag; bytes]), 0)
+        .build()
+}
+
 #[test]
-fn mapped_reads_follow_the_active_segment_and_outlive_deletion() {
+fn large_reads_are_mapped_and_outlive_deletion() {
     let dir = tempfile::tempdir().unwrap();
-    let one = batch("x", 2, 0).len() as u64;
-    let mut log = PartitionLog::open(dir.path(), config(3 * one, 0)).unwrap();
-    append(&mut log, batch("a", 2, 0));
-    // The first read maps the active segment; what is appended later is read from that map.
-    assert_eq!(values(&log.read(0, 1 << 20).unwrap()).len(), 2);
-    append(&mut log, batch("b", 2, 0));
-    let read = log.read(0, 1 << 20).unwrap();
-    assert_eq!(
-        values(&read),
-        vec![
-            (0, "a-0".to_string()),
-            (1, "a-1".to_string()),
-            (2, "b-0".to_string()),
-            (3, "b-1".to_string())
-        ]
-    );
-    // Reads stop at whole batches and at the end offset, as with pread.
-    assert_eq!(values(&log.read(0, one as usize + 1).unwrap()).len(), 2);
-    assert_eq!(values(&log.read_until(0, 1 << 20, 2).unwrap()).len(), 2);
-    // Sealed and deleted by retention while a read of it is held: the read stays valid.
-    append(&mut log, batch("c", 2, 0));
-    append(&mut log, batch("d", 2, 0));
+    let one = big_batch(0, 100_000).len() as u64;
+    let mut log = PartitionLog::open(dir.path(), config(6 * one, 0)).unwrap();
+    for tag in 0..4 {
+        append(&mut log, big_batch(tag, 100_000));
+    }
+    let tags = |bytes: &[u8]| -> Vec<(i64, u8)> {
+        records::stored_batches(bytes)
+            .map(|batch| {
+                let (header, range) = batch.unwrap();
+                let record = records::records(&bytes[range])
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap();
+                let value = record.value.unwrap();
+                assert!(value.iter().all(|&byte| byte == value[0]));
+                (header.base_offset, value[0])
+            })
+            .collect()
+    };
+    // Reads of 256 KiB and more are mapped, from a batch boundary that is not a page boundary.
+    let read = log.read(1, 1 << 20).unwrap();
+    assert_eq!(tags(&read), vec![(1, 1), (2, 2), (3, 3)]);
+    assert_eq!(read.len() as u64, 3 * one);
+    // Whole batches within max_bytes, and below the end offset, as with pread.
+    assert_eq!(tags(&log.read(0, 3 * one as usize - 1).unwrap()).len(), 2);
+    assert_eq!(tags(&log.read_until(0, 1 << 20, 3).unwrap()).len(), 3);
+    // What is appended after a mapped read is read too.
+    append(&mut log, big_batch(4, 100_000));
+    assert_eq!(tags(&log.read(2, 1 << 20).unwrap()).last(), Some(&(4, 4)));
+    // A read held while retention deletes its segment stays valid.
+    append(&mut log, big_batch(5, 100_000));
+    append(&mut log, big_batch(6, 100_000));
     assert_eq!(log.segment_count(), 2);
     let held = log.read(0, 1 << 20).unwrap();
     log.set_config(LogConfig {
@@ -242,8 +260,12 @@ fn mapped_reads_follow_the_active_segment_and_outlive_deletion() {
         ..*log.config()
     });
     assert_eq!(log.apply_retention(0).unwrap(), 1);
-    assert_eq!(values(&held).len(), 6);
-    assert_eq!(values(&held)[5], (5, "c-1".to_string()));
+    assert_eq!(
+        tags(&held),
+        (0..6)
+            .map(|offset| (offset, offset as u8))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]

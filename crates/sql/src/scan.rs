@@ -6,6 +6,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::BooleanArray;
 use arrow::array::{
@@ -37,6 +38,10 @@ use crate::rows::{self, BATCH_ROWS, Ranges, RowsBuilder};
 
 /// Bytes of hot log read at a time.
 const HOT_READ_BYTES: usize = 4 << 20;
+
+/// A scan gives its worker thread up after this much work, so that other queries' tasks (a
+/// small query, a new connection) run between the steps of a heavy one.
+const YIELD_AFTER: Duration = Duration::from_millis(2);
 
 /// What one topic partition's scan reads, fixed at planning.
 #[derive(Clone)]
@@ -281,6 +286,7 @@ impl ExecutionPlan for TopicScanExec {
             cursor: None,
             ready: VecDeque::new(),
             stopped: false,
+            yielded: Instant::now(),
         };
         if job.tail.is_none() {
             let (low, high) = job.ranges.offsets;
@@ -386,6 +392,8 @@ struct PartitionScan {
     /// Batches made and not yet handed on, oldest first.
     ready: VecDeque<RecordBatch>,
     stopped: bool,
+    /// When the scan last gave its thread up.
+    yielded: Instant,
 }
 
 impl PartitionScan {
@@ -398,6 +406,10 @@ impl PartitionScan {
             }
             if self.stopped {
                 return None;
+            }
+            if self.yielded.elapsed() >= YIELD_AFTER {
+                tokio::task::yield_now().await;
+                self.yielded = Instant::now();
             }
             let result = match self.step().await {
                 Ok(true) => Ok(()),
