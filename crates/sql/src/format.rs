@@ -231,34 +231,20 @@ pub fn decode_wanted(
     )
 }
 
-/// [`decode_wanted`] of values wherever they lie (see [`ValueSpans`]): JSON objects of the
-/// common flat shape are decoded where they are (unless `exact`: the caller knows they are not
-/// all of that shape); anything else is gathered first.
+/// [`decode_wanted`] of values wherever they lie (see [`ValueSpans`]), gathered first, for the
+/// runs that `json_fast::RowDecoder` did not take as they were walked: JSON goes straight to
+/// the exact decoder.
 pub fn decode_spans(
     format: &ValueFormat,
     values: &ValueSpans,
     wanted: Option<&[bool]>,
-    exact: bool,
 ) -> Result<Decoded, ArrowError> {
-    if let ValueFormat::Json { schema, strict } = format {
-        if exact {
-            return decode_exact(schema, false, *strict, &values.to_binary());
+    match format {
+        ValueFormat::Json { schema, strict } => {
+            decode_exact(schema, false, *strict, &values.to_binary())
         }
-        let all = vec![true; schema.fields().len()];
-        let rows = values.len();
-        let decoded = crate::json_fast::decode_rows(
-            schema,
-            wanted.unwrap_or(&all),
-            rows,
-            values.bytes(),
-            |row| values.get(row),
-        );
-        return match decoded {
-            Some(columns) => Ok(flat_columns(schema, columns, rows)),
-            None => decode_exact(schema, false, *strict, &values.to_binary()),
-        };
+        _ => decode_wanted(format, &values.to_binary(), wanted),
     }
-    decode_wanted(format, &values.to_binary(), wanted)
 }
 
 /// Decodes text values (JSON, or CSV when `csv`) with arrow's decoders; a value that does not

@@ -57,25 +57,12 @@ pub fn decode_projected(
 ) -> Option<Vec<Option<ArrayRef>>> {
     let data = values.value_data();
     let offsets = values.value_offsets();
-    decode_rows(schema, wanted, values.len(), data.len(), |row| {
-        values
+    let mut decoder = RowDecoder::new(schema, wanted, values.len(), data.len())?;
+    for row in 0..values.len() {
+        let value = values
             .is_valid(row)
-            .then(|| &data[offsets[row] as usize..offsets[row + 1] as usize])
-    })
-}
-
-/// [`decode_projected`] of `rows` values wherever they lie: `value(row)` gives each (`None` for
-/// a NULL slot); `bytes` is about their total length.
-pub fn decode_rows<'v>(
-    schema: &SchemaRef,
-    wanted: &[bool],
-    rows: usize,
-    bytes: usize,
-    value: impl Fn(usize) -> Option<&'v [u8]>,
-) -> Option<Vec<Option<ArrayRef>>> {
-    let mut decoder = RowDecoder::new(schema, wanted, rows, bytes)?;
-    for row in 0..rows {
-        if !decoder.push(value(row)) {
+            .then(|| &data[offsets[row] as usize..offsets[row + 1] as usize]);
+        if !decoder.push(value) {
             return None;
         }
     }

@@ -143,11 +143,6 @@ impl ValueSpans {
         self.spans.is_empty()
     }
 
-    /// The values' total length.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// The value of `row`; `None` if NULL.
     pub fn get(&self, row: usize) -> Option<&[u8]> {
         let (chunk, range) = self.spans[row].as_ref()?;
@@ -452,26 +447,13 @@ impl RowsBuilder {
                 let wanted: Vec<bool> = (0..value_fields)
                     .map(|field| self.projection.contains(&(7 + field)))
                     .collect();
-                match (
-                    self.json.as_mut().map(|json| json.finish()),
-                    self.format.as_ref(),
-                ) {
-                    (Some(Some(columns)), ValueFormat::Json { schema, .. }) => {
+                let fast = self.json.as_mut().and_then(|json| json.finish());
+                match (fast, self.format.as_ref()) {
+                    (Some(columns), ValueFormat::Json { schema, .. }) => {
                         Some(format::flat_columns(schema, columns, rows))
                     }
-                    // Some value was not of the common shape: all go to the exact decoder.
-                    (Some(_), _) => Some(format::decode_spans(
-                        &self.format,
-                        values,
-                        Some(&wanted),
-                        true,
-                    )?),
-                    (None, _) => Some(format::decode_spans(
-                        &self.format,
-                        values,
-                        Some(&wanted),
-                        false,
-                    )?),
+                    // Another format, or some value was not of the common shape.
+                    _ => Some(format::decode_spans(&self.format, values, Some(&wanted))?),
                 }
             }
             _ => None,

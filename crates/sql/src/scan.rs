@@ -303,27 +303,26 @@ impl ExecutionPlan for TopicScanExec {
 /// A Parquet row filter keeping the rows whose offset and timestamp (those of the two that
 /// `columns` selects) are in `range`.
 fn range_filter(columns: ProjectionMask, range: Ranges) -> RowFilter {
-    let keep = move |batch: RecordBatch| {
-        let offsets = batch
-            .column_by_name("offset")
-            .map(|column| column.as_primitive::<Int64Type>().values().clone());
-        let timestamps = batch.column_by_name("timestamp").map(|column| {
-            column
-                .as_primitive::<TimestampMillisecondType>()
-                .values()
-                .clone()
-        });
-        let (offset_range, time_range) = (range.offsets, range.timestamps);
-        let kept = BooleanBuffer::collect_bool(batch.num_rows(), |row| {
-            offsets.as_ref().is_none_or(|offsets| {
-                offsets[row] >= offset_range.0 && offsets[row] < offset_range.1
-            }) && timestamps.as_ref().is_none_or(|timestamps| {
-                timestamps[row] >= time_range.0 && timestamps[row] < time_range.1
-            })
-        });
-        Ok(BooleanArray::new(kept, None))
-    };
+    let keep = move |batch: RecordBatch| Ok(rows_in_range(&batch, &range));
     RowFilter::new(vec![Box::new(ArrowPredicateFn::new(columns, keep))])
+}
+
+/// Which rows of cold `batch` are in `range`, by its `offset` and `timestamp` columns (a
+/// column the batch does not have is not checked).
+fn rows_in_range(batch: &RecordBatch, range: &Ranges) -> BooleanArray {
+    let offsets = batch
+        .column_by_name("offset")
+        .map(|column| column.as_primitive::<Int64Type>().values());
+    let timestamps = batch
+        .column_by_name("timestamp")
+        .map(|column| column.as_primitive::<TimestampMillisecondType>().values());
+    let (low, high) = range.offsets;
+    let (earliest, end) = range.timestamps;
+    let kept = BooleanBuffer::collect_bool(batch.num_rows(), |row| {
+        offsets.is_none_or(|offsets| offsets[row] >= low && offsets[row] < high)
+            && timestamps.is_none_or(|times| times[row] >= earliest && times[row] < end)
+    });
+    BooleanArray::new(kept, None)
 }
 
 /// Why a scan stopped early.
@@ -787,16 +786,8 @@ impl PartitionScan {
             batch.column_by_name("offset"),
             batch.column_by_name("timestamp"),
         ) {
-            (Some(range), Some(offsets), Some(timestamps)) => {
-                let offsets: &Int64Array = offsets.as_primitive();
-                let timestamps: &TimestampMillisecondArray = timestamps.as_primitive();
-                let (offsets, timestamps) = (offsets.values(), timestamps.values());
-                let keep = arrow::array::BooleanArray::new(
-                    arrow::buffer::BooleanBuffer::collect_bool(offsets.len(), |row| {
-                        range.keeps(offsets[row], timestamps[row])
-                    }),
-                    None,
-                );
+            (Some(range), Some(_), Some(_)) => {
+                let keep = rows_in_range(batch, range);
                 if keep.true_count() == batch.num_rows() {
                     batch.clone()
                 } else {
