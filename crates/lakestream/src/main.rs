@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    broker::alloc::configure();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(*args),

@@ -76,7 +76,7 @@ impl Engine {
             .thread_name("lakestream-sql")
             // Queries yield the CPU to the broker: produce and fetch never wait on SQL.
             .on_thread_start(lower_priority)
-            .on_thread_park(broker::alloc::release_thread_memory_when_idle)
+            .on_thread_park(broker::alloc::release_stale_thread_memory)
             .enable_all()
             .build()
             .map_err(|error| DataFusionError::External(Box::new(error)))?;

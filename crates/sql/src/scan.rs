@@ -316,12 +316,20 @@ fn rows_in_range(batch: &RecordBatch, range: &Ranges) -> BooleanArray {
     let timestamps = batch
         .column_by_name("timestamp")
         .map(|column| column.as_primitive::<TimestampMillisecondType>().values());
-    let (low, high) = range.offsets;
-    let (earliest, end) = range.timestamps;
-    let kept = BooleanBuffer::collect_bool(batch.num_rows(), |row| {
-        offsets.is_none_or(|offsets| offsets[row] >= low && offsets[row] < high)
-            && timestamps.is_none_or(|times| times[row] >= earliest && times[row] < end)
-    });
+    // One loop per case, without branches per row, so that the compiler vectorizes it.
+    let inside = |values: &[i64], (low, high): (i64, i64)| {
+        BooleanBuffer::collect_bool(values.len(), |row| {
+            (values[row] >= low) & (values[row] < high)
+        })
+    };
+    let kept = match (offsets, timestamps) {
+        (Some(offsets), Some(times)) => {
+            &inside(offsets, range.offsets) & &inside(times, range.timestamps)
+        }
+        (Some(offsets), None) => inside(offsets, range.offsets),
+        (None, Some(times)) => inside(times, range.timestamps),
+        (None, None) => BooleanBuffer::new_set(batch.num_rows()),
+    };
     BooleanArray::new(kept, None)
 }
 
@@ -946,5 +954,59 @@ impl PartitionScan {
             return Err(Stop::Done);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, TimestampMillisecondArray};
+    use arrow::datatypes::TimeUnit;
+
+    use super::*;
+
+    #[test]
+    fn rows_in_range_checks_the_columns_a_batch_has() {
+        let offsets = Int64Array::from(vec![5, 6, 7, 8, 9]);
+        let times = TimestampMillisecondArray::from(vec![100, 300, 200, 400, 250]);
+        let range = Ranges {
+            offsets: (6, 9),
+            timestamps: (200, 400),
+        };
+        let field = |name: &str, data_type: DataType| Field::new(name, data_type, false);
+        let batch = |columns: Vec<(&str, Arc<dyn arrow::array::Array>)>| {
+            let fields: Vec<Field> = columns
+                .iter()
+                .map(|(name, column)| field(name, column.data_type().clone()))
+                .collect();
+            RecordBatch::try_new(
+                Arc::new(arrow::datatypes::Schema::new(fields)),
+                columns.into_iter().map(|(_, column)| column).collect(),
+            )
+            .unwrap()
+        };
+        let kept = |batch: &RecordBatch| -> Vec<bool> {
+            rows_in_range(batch, &range).values().iter().collect()
+        };
+        let (offsets, times) = (Arc::new(offsets), Arc::new(times));
+        assert_eq!(
+            times.data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, None)
+        );
+        let both = batch(vec![
+            ("offset", offsets.clone()),
+            ("timestamp", times.clone()),
+        ]);
+        assert_eq!(kept(&both), [false, true, true, false, false]);
+        let only_offsets = batch(vec![("offset", offsets)]);
+        assert_eq!(kept(&only_offsets), [false, true, true, true, false]);
+        let only_times = batch(vec![("timestamp", times)]);
+        assert_eq!(kept(&only_times), [false, true, true, false, true]);
+        let neither = RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::empty()),
+            vec![],
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(3)),
+        )
+        .unwrap();
+        assert_eq!(kept(&neither), [true, true, true]);
     }
 }
