@@ -74,7 +74,7 @@ impl Footers {
     }
 }
 
-fn corrupt(key: &str, error: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(key: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         key: key.to_string(),
         reason: error.to_string(),

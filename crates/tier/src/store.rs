@@ -149,81 +149,47 @@ fn read_local_ranges(
     key: &str,
     ranges: &[std::ops::Range<u64>],
 ) -> Result<Vec<Bytes>, StoreError> {
-    use std::os::fd::AsRawFd;
-    let failed = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            return StoreError::NotFound {
-                key: key.to_string(),
-            };
-        }
-        StoreError::Store {
+    use std::os::unix::fs::FileExt;
+    let past_end = || crate::ranged::corrupt(key, "a read range runs past the object's end");
+    let failed = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::NotFound => StoreError::NotFound {
+            key: key.to_string(),
+        },
+        std::io::ErrorKind::UnexpectedEof => past_end(),
+        _ => StoreError::Store {
             operation: "get",
             key: key.to_string(),
             source: object_store::Error::Generic {
                 store: "LocalFileSystem",
                 source: Box::new(source),
             },
-        }
+        },
     };
     let file = local
         .path_to_filesystem(path)
         .map_err(|source| TierStore::wrap("get", key, source))
         .and_then(|file| std::fs::File::open(file).map_err(failed))?;
-    let total = ranges
+    let lengths: Vec<usize> = ranges
         .iter()
-        .map(|range| range.end.saturating_sub(range.start))
-        .sum::<u64>();
-    let total = usize::try_from(total).map_err(|_| corrupt_range(key))?;
-    // Filled by the reads below, not zeroed first.
-    let mut buffer = Vec::<u8>::with_capacity(total);
-    for range in ranges {
-        let length = (range.end.saturating_sub(range.start)) as usize;
-        let mut done = 0;
-        while done < length {
-            let spare = &mut buffer.spare_capacity_mut()[..length - done];
-            // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity, which
-            // is valid for writes; only the bytes it reports written are then counted as set.
-            let read = unsafe {
-                libc::pread(
-                    file.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    (range.start + done as u64) as libc::off_t,
-                )
-            };
-            match read {
-                0 => return Err(corrupt_range(key)),
-                read if read < 0 => {
-                    let error = std::io::Error::last_os_error();
-                    if error.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(failed(error));
-                    }
-                }
-                read => {
-                    // SAFETY: pread initialized these `read` bytes right after the set ones.
-                    unsafe { buffer.set_len(buffer.len() + read as usize) };
-                    done += read as usize;
-                }
-            }
-        }
+        .map(|range| usize::try_from(range.end.saturating_sub(range.start)))
+        .collect::<Result<_, _>>()
+        .map_err(|_| past_end())?;
+    let mut buffer = vec![0u8; lengths.iter().sum()];
+    let mut at = 0;
+    for (range, &length) in ranges.iter().zip(&lengths) {
+        file.read_exact_at(&mut buffer[at..at + length], range.start)
+            .map_err(failed)?;
+        at += length;
     }
     let buffer = Bytes::from(buffer);
     let mut at = 0;
-    Ok(ranges
+    Ok(lengths
         .iter()
-        .map(|range| {
-            let length = (range.end.saturating_sub(range.start)) as usize;
+        .map(|&length| {
             at += length;
             buffer.slice(at - length..at)
         })
         .collect())
-}
-
-fn corrupt_range(key: &str) -> StoreError {
-    StoreError::Corrupt {
-        key: key.to_string(),
-        reason: "a read range runs past the object's end".into(),
-    }
 }
 
 impl TierStore {
