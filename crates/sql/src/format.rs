@@ -256,8 +256,11 @@ fn decode_exact(
     values: &BinaryArray,
 ) -> Result<Decoded, ArrowError> {
     let rows = values.len();
-    // The fast path: every value at once, one per line.
-    if let Ok(batch) = decode_all(schema, csv, values, None)
+    // The fast path: every value at once, one per line. Only when each value is one whole
+    // record: a truncated value would run on into the next line, and the records would no
+    // longer line up with the values even when their count does.
+    if (0..rows).all(|row| values.is_null(row) || one_record(values.value(row), csv))
+        && let Ok(batch) = decode_all(schema, csv, values, None)
         && batch.num_rows() == rows
     {
         return Ok(Decoded {
@@ -272,6 +275,17 @@ fn decode_exact(
     for (row, flag) in bad.iter_mut().enumerate() {
         if values.is_null(row) {
             errors.append_null();
+            continue;
+        }
+        // The CSV decoder takes an unclosed quote to the end of the value as if it were closed,
+        // and so would it the next line in.
+        if csv && !one_record(values.value(row), csv) {
+            *flag = true;
+            let message = "the value is not one CSV line: a quote is not closed, or a line break is outside quotes";
+            if strict {
+                return Err(ArrowError::CsvError(message.into()));
+            }
+            errors.append_value(message);
             continue;
         }
         let single = values.slice(row, 1);
@@ -328,6 +342,52 @@ pub(crate) fn flat_columns(
         columns,
         errors: new_null_array(&DataType::Utf8, rows),
     }
+}
+
+/// Whether `value` is, as far as its brackets and quotes show, exactly one record that ends
+/// within it: one JSON object with nothing after it, or one CSV line (its final newline
+/// aside). Values that are not go to the decoders one at a time.
+fn one_record(value: &[u8], csv: bool) -> bool {
+    if csv {
+        let value = value.strip_suffix(b"\n").unwrap_or(value);
+        let mut quoted = false;
+        for &byte in value {
+            match byte {
+                b'"' => quoted = !quoted,
+                b'\n' | b'\r' if !quoted => return false,
+                _ => {}
+            }
+        }
+        return !quoted;
+    }
+    let text = value.trim_ascii();
+    if text.first() != Some(&b'{') {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, &byte) in text.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return at + 1 == text.len();
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Decodes every value as one line; NULL values and those flagged in `blank` become rows of
@@ -464,6 +524,50 @@ mod tests {
             strict: true,
         };
         assert!(decode(&strict, &bad).is_err());
+    }
+
+    #[test]
+    fn a_truncated_value_does_not_run_on_into_the_next() {
+        // Joined one per line, these would read as two good records, `a` = 1 and 2.
+        let schema: SchemaRef = Arc::new(parse_schema("a BIGINT").unwrap());
+        let decoded = decode_exact(
+            &schema,
+            false,
+            false,
+            &values(&[Some(r#"{"a":"#), Some(r#"1}{"a":2}"#), Some(r#"{"a":3}"#)]),
+        )
+        .unwrap();
+        let a = decoded.columns[0].as_primitive::<Int64Type>();
+        assert_eq!(a, &Int64Array::from(vec![None, None, Some(3)]));
+        let errors = decoded.errors.as_string::<i32>();
+        assert!(!errors.is_null(0) && !errors.is_null(1) && errors.is_null(2));
+
+        // A CSV field whose quote never closes takes the next line in.
+        let schema: SchemaRef = Arc::new(parse_schema("a STRING, b STRING").unwrap());
+        let decoded = decode_exact(
+            &schema,
+            true,
+            false,
+            &values(&[Some(r#""x"#), Some(r#"y",z"#), Some("p,q")]),
+        )
+        .unwrap();
+        let a = decoded.columns[0].as_string::<i32>();
+        assert!(a.is_null(0) && a.is_null(1) && a.value(2) == "p");
+        assert!(decoded.errors.is_null(2) && !decoded.errors.is_null(0));
+
+        for (value, csv, whole) in [
+            (r#" {"a":"}{","b":[1,{"c":2}]} "#, false, true),
+            (r#"{"a":"\"}"}"#, false, true),
+            (r#"{"a":1}}"#, false, false),
+            (r#"{"a":1} x"#, false, false),
+            (r#"[1]"#, false, false),
+            ("1,\"two\nlines\"\n", true, true),
+            ("1,2\n3,4", true, false),
+            ("", true, true),
+            ("\"a,b", true, false),
+        ] {
+            assert_eq!(one_record(value.as_bytes(), csv), whole, "{value:?}");
+        }
     }
 
     #[test]
