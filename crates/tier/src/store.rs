@@ -149,7 +149,7 @@ fn read_local_ranges(
     key: &str,
     ranges: &[std::ops::Range<u64>],
 ) -> Result<Vec<Bytes>, StoreError> {
-    use std::os::unix::fs::FileExt;
+    use std::io::{Read, Seek};
     let past_end = || crate::ranged::corrupt(key, "a read range runs past the object's end");
     let failed = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => StoreError::NotFound {
@@ -174,12 +174,19 @@ fn read_local_ranges(
         .map(|range| usize::try_from(range.end.saturating_sub(range.start)))
         .collect::<Result<_, _>>()
         .map_err(|_| past_end())?;
-    let mut buffer = vec![0u8; lengths.iter().sum()];
-    let mut at = 0;
+    // Read into the buffer's spare capacity: `read_to_end` does not zero it first.
+    let mut buffer = Vec::with_capacity(lengths.iter().sum());
     for (range, &length) in ranges.iter().zip(&lengths) {
-        file.read_exact_at(&mut buffer[at..at + length], range.start)
+        (&file)
+            .seek(std::io::SeekFrom::Start(range.start))
             .map_err(failed)?;
-        at += length;
+        let read = (&file)
+            .take(length as u64)
+            .read_to_end(&mut buffer)
+            .map_err(failed)?;
+        if read != length {
+            return Err(past_end());
+        }
     }
     let buffer = Bytes::from(buffer);
     let mut at = 0;
