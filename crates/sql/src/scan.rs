@@ -346,7 +346,7 @@ fn in_range_bits(values: &[i64], (low, high): (i64, i64)) -> arrow::buffer::Buff
     };
     let chunks = values.chunks_exact(64);
     let rest = word(chunks.remainder());
-    let mut words: Vec<u64> = chunks.map(|chunk| word(chunk)).collect();
+    let mut words: Vec<u64> = chunks.map(word).collect();
     if !values.len().is_multiple_of(64) {
         words.push(rest);
     }
