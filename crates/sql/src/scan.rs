@@ -357,6 +357,9 @@ fn in_range_bits(values: &[i64], (low, high): (i64, i64)) -> arrow::buffer::Buff
 enum Stop {
     /// The query no longer wants rows (cancelled, or the limit is reached).
     Done,
+    /// The cold object is no longer in the store: a rewrite replaced it and its grace period is
+    /// over. The partition's current manifest says which objects hold its records now.
+    Gone,
     Failed(DataFusionError),
 }
 
@@ -449,6 +452,14 @@ impl PartitionScan {
             match result {
                 Ok(()) => {}
                 Err(Stop::Done) => self.stopped = true,
+                // (Handled where objects are opened; here only as a failure.)
+                Err(Stop::Gone) => {
+                    self.stopped = true;
+                    self.ready.clear();
+                    return Some(Err(DataFusionError::Execution(
+                        "a cold object is gone from the store".into(),
+                    )));
+                }
                 Err(Stop::Failed(error)) => {
                     self.stopped = true;
                     self.ready.clear();
@@ -542,7 +553,15 @@ impl PartitionScan {
             return Ok(true);
         }
         if let Some((entry, range)) = cursor.cold.pop_front() {
-            cursor.reading = self.open_cold(&entry, range).await?;
+            match self.open_cold(&entry, range).await {
+                Ok(reading) => cursor.reading = reading,
+                Err(Stop::Gone) => {
+                    for replacement in self.replacements(&entry, range)?.into_iter().rev() {
+                        cursor.cold.push_front(replacement);
+                    }
+                }
+                Err(stop) => return Err(stop),
+            }
             return Ok(true);
         }
         match cursor.hot {
@@ -552,6 +571,56 @@ impl PartitionScan {
             }
             None => Ok(false),
         }
+    }
+
+    /// The objects of the partition's current manifest that now hold the records of `gone`
+    /// (read for `range`), each to be read only for the offsets `gone` had, so no record is
+    /// read twice or left out.
+    fn replacements(
+        &self,
+        gone: &ObjectEntry,
+        range: Ranges,
+    ) -> Result<Vec<(ObjectEntry, Ranges)>, Stop> {
+        let offsets = (
+            range.offsets.0.max(gone.base_offset()),
+            range.offsets.1.min(gone.next_offset()),
+        );
+        let manifest = self.plan.partition.cold_manifest();
+        let objects = manifest
+            .as_ref()
+            .map_or(&[][..], |manifest| &manifest.objects);
+        let replacements: Vec<(ObjectEntry, Ranges)> = objects
+            .iter()
+            .filter(|object| object.next_offset() > offsets.0 && object.base_offset() < offsets.1)
+            .map(|object| {
+                let offsets = (
+                    offsets.0.max(object.base_offset()),
+                    offsets.1.min(object.next_offset()),
+                );
+                let range = Ranges {
+                    offsets,
+                    timestamps: range.timestamps,
+                };
+                (object.clone(), range)
+            })
+            .collect();
+        // Every offset must be held by an object that is not the one gone.
+        let mut next = offsets.0;
+        for (object, range) in &replacements {
+            if object.key == gone.key || range.offsets.0 > next {
+                break;
+            }
+            next = range.offsets.1;
+        }
+        if next < offsets.1 {
+            return Err(Stop::Failed(DataFusionError::Execution(format!(
+                "cold object {} of partition {} is gone from the store, and no object of the \
+                 current manifest holds offsets {next}..{} (deleted by retention while the \
+                 query ran?)",
+                gone.key, self.plan.partition.index, offsets.1
+            ))));
+        }
+        Ok(replacements)
     }
 
     /// One read of the hot log from `offset`; the offset to go on from, `None` when done.
@@ -649,10 +718,14 @@ impl PartitionScan {
         };
         // The footer (kept by the store once parsed), then only the column chunks needed.
         // Typed text fields are read as string views, the table's type for them.
+        let stop = |error: tier::StoreError| match error {
+            tier::StoreError::NotFound { .. } => Stop::Gone,
+            error => Stop::Failed(failed(&error)),
+        };
         let reader_metadata = store
             .reader_metadata(&entry.key, entry.size_bytes)
             .await
-            .map_err(|error| failed(&error))?;
+            .map_err(stop)?;
         let metadata = Arc::clone(reader_metadata.metadata());
         // Row groups whose offsets or timestamps cannot match are skipped.
         let columns = metadata.file_metadata().schema_descr();
@@ -785,7 +858,7 @@ impl PartitionScan {
         let parts = store
             .parquet_chunks(&entry.key, entry.size_bytes, &metadata, &row_groups, &fetch)
             .await
-            .map_err(|error| failed(&error))?;
+            .map_err(stop)?;
         self.metrics.cold_bytes.add(parts.fetched);
         let mut builder =
             ParquetRecordBatchReaderBuilder::new_with_metadata(parts, reader_metadata)

@@ -177,6 +177,129 @@ fn every_file_has_a_test() {
     assert_eq!(found, listed, "add each tests/slt/*.slt to slt_files!");
 }
 
+/// A scan planned before a rewrite replaced its cold objects, and run once the old objects are
+/// deleted, reads their records from the replacements the partition's manifest now lists.
+#[test]
+fn a_scan_planned_before_a_rewrite_reads_the_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::for_data_dir(dir.path().join("data"));
+    let mut tiering = TieringConfig::new(tier::StoreLocation::Local(dir.path().join("cold")));
+    tiering.object_bytes = 8 << 10;
+    // Replaced objects are deleted at the first pass after their rewrite.
+    tiering.rewrite_grace = std::time::Duration::ZERO;
+    config.tiering = Some(tiering);
+    let broker = Broker::open(config).unwrap();
+    let topic_config = TopicConfig::from_pairs([
+        ("value.format", "json"),
+        ("segment.bytes", "4096"),
+        ("local.retention.bytes", "0"),
+    ])
+    .unwrap();
+    let topic = broker.topics.create("events", 1, 1, topic_config).unwrap();
+    let engine = sql::Engine::start(
+        Arc::clone(&broker),
+        sql::EngineConfig {
+            threads: 2,
+            memory_limit: 512 << 20,
+        },
+    )
+    .unwrap();
+    let runtime = engine.runtime();
+    let tick = || runtime.block_on(broker.tiering.as_ref().unwrap().tick(&broker));
+    for from in (0..600).step_by(100) {
+        let insert = format!(
+            "INSERT INTO events (_value) SELECT '{{\"device\":\"d' || value || '\",\"metric\":' || value || '}}' \
+             FROM generate_series({from}, {})",
+            from + 99
+        );
+        runtime.block_on(engine.query(&insert)).unwrap();
+    }
+    tick();
+    let partition = topic.partition(0).unwrap();
+    let before = partition.cold_manifest().unwrap();
+    assert!(before.objects.len() >= 3, "{before:?}");
+    let query =
+        "SELECT count(*), sum(metric), count(DISTINCT _offset) FROM events WHERE _offset >= 50";
+    let plan = runtime
+        .block_on(async {
+            engine
+                .context()
+                .sql(query)
+                .await?
+                .create_physical_plan()
+                .await
+        })
+        .unwrap();
+
+    // A declared schema: every object is rewritten with typed columns, one per pass, and the
+    // old ones are deleted.
+    let mut declared = topic.config();
+    declared
+        .set("value.schema", "device STRING, metric DOUBLE")
+        .unwrap();
+    broker.topics.set_config("events", declared).unwrap();
+    for _ in 0..=before.objects.len() {
+        tick();
+    }
+    let after = partition.cold_manifest().unwrap();
+    assert!(
+        after
+            .objects
+            .iter()
+            .all(|object| object.value_schema.is_some())
+    );
+    for object in &before.objects {
+        assert!(
+            !dir.path().join("cold").join(&object.key).exists(),
+            "{}",
+            object.key
+        );
+    }
+
+    let batches = runtime
+        .block_on(datafusion::physical_plan::collect(
+            plan,
+            engine.context().task_ctx(),
+        ))
+        .unwrap();
+    let rows = rows_of(&batches).unwrap();
+    let sum: i64 = (50..600).sum();
+    assert_eq!(
+        rows,
+        vec![vec!["550".to_string(), sum.to_string(), "550".to_string()]]
+    );
+
+    // Records that retention deleted while the query waited are an error that says so.
+    let plan = runtime
+        .block_on(async {
+            let frame = engine
+                .context()
+                .sql("SELECT sum(metric) FROM events")
+                .await?;
+            frame.create_physical_plan().await
+        })
+        .unwrap();
+    let mut short = topic.config();
+    short.set("retention.ms", "1").unwrap();
+    broker.topics.set_config("events", short).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    tick();
+    assert!(partition.cold_manifest().unwrap().objects.len() < after.objects.len());
+    let error = runtime
+        .block_on(datafusion::physical_plan::collect(
+            plan,
+            engine.context().task_ctx(),
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no object of the current manifest holds offsets"),
+        "{error}"
+    );
+    broker.shutdown();
+    drop(engine);
+}
+
 fn slt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt")
 }
