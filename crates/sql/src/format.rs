@@ -349,16 +349,7 @@ pub(crate) fn flat_columns(
 /// aside). Values that are not go to the decoders one at a time.
 fn one_record(value: &[u8], csv: bool) -> bool {
     if csv {
-        let value = value.strip_suffix(b"\n").unwrap_or(value);
-        let mut quoted = false;
-        for &byte in value {
-            match byte {
-                b'"' => quoted = !quoted,
-                b'\n' | b'\r' if !quoted => return false,
-                _ => {}
-            }
-        }
-        return !quoted;
+        return one_csv_line(value);
     }
     let text = value.trim_ascii();
     if text.first() != Some(&b'{') {
@@ -388,6 +379,35 @@ fn one_record(value: &[u8], csv: bool) -> bool {
         }
     }
     false
+}
+
+/// Whether the CSV reader (comma-separated, `"` quotes, no escape character) reads `value` as
+/// one line: no line break outside quotes but the final one, and no quote left open. A quote
+/// opens a quoted field only at the start of a field; elsewhere it is an ordinary character.
+fn one_csv_line(value: &[u8]) -> bool {
+    enum At {
+        FieldStart,
+        InField,
+        Quoted,
+        AfterQuote,
+    }
+    let value = value
+        .strip_suffix(b"\r\n")
+        .or_else(|| value.strip_suffix(b"\n"))
+        .or_else(|| value.strip_suffix(b"\r"))
+        .unwrap_or(value);
+    let mut at = At::FieldStart;
+    for &byte in value {
+        at = match (at, byte) {
+            (At::Quoted, b'"') => At::AfterQuote,
+            (At::Quoted, _) => At::Quoted,
+            (_, b'\n' | b'\r') => return false,
+            (At::FieldStart, b'"') | (At::AfterQuote, b'"') => At::Quoted,
+            (_, b',') => At::FieldStart,
+            _ => At::InField,
+        };
+    }
+    !matches!(at, At::Quoted)
 }
 
 /// Decodes every value as one line; NULL values and those flagged in `blank` become rows of
@@ -552,8 +572,26 @@ mod tests {
         )
         .unwrap();
         let a = decoded.columns[0].as_string::<i32>();
-        assert!(a.is_null(0) && a.is_null(1) && a.value(2) == "p");
-        assert!(decoded.errors.is_null(2) && !decoded.errors.is_null(0));
+        assert!(a.is_null(0) && a.value(1) == "y\"" && a.value(2) == "p");
+        let errors = decoded.errors.as_string::<i32>();
+        assert!(errors.value(0).contains("quote is not closed"));
+        assert!(errors.is_null(1) && errors.is_null(2));
+
+        // A quote inside a field is a plain character; one at the start of a field opens it.
+        let decoded = decode_exact(
+            &schema,
+            true,
+            false,
+            &values(&[Some(r#"x"y,"z"#), Some(r#"w"v,u"#), Some("a\"b,c\r\n")]),
+        )
+        .unwrap();
+        let a = decoded.columns[0].as_string::<i32>();
+        let b = decoded.columns[1].as_string::<i32>();
+        assert!(a.is_null(0) && b.is_null(0));
+        assert_eq!((a.value(1), b.value(1)), ("w\"v", "u"));
+        assert_eq!((a.value(2), b.value(2)), ("a\"b", "c"));
+        let errors = decoded.errors.as_string::<i32>();
+        assert!(!errors.is_null(0) && errors.is_null(1) && errors.is_null(2));
 
         for (value, csv, whole) in [
             (r#" {"a":"}{","b":[1,{"c":2}]} "#, false, true),
@@ -563,8 +601,14 @@ mod tests {
             (r#"[1]"#, false, false),
             ("1,\"two\nlines\"\n", true, true),
             ("1,2\n3,4", true, false),
+            ("1,2\r\n", true, true),
+            ("1,2\r", true, true),
             ("", true, true),
             ("\"a,b", true, false),
+            ("12\" pipe,3", true, true),
+            ("\"a\"\"b\",c", true, true),
+            ("\"ab\"c\"d,e", true, true),
+            ("x\"y,\"z", true, false),
         ] {
             assert_eq!(one_record(value.as_bytes(), csv), whole, "{value:?}");
         }

@@ -344,11 +344,10 @@ fn in_range_bits(values: &[i64], (low, high): (i64, i64)) -> arrow::buffer::Buff
             word | u64::from((value.wrapping_sub(low) as u64) < width) << bit
         })
     };
-    let chunks = values.chunks_exact(64);
-    let rest = word(chunks.remainder());
-    let mut words: Vec<u64> = chunks.map(word).collect();
-    if !values.len().is_multiple_of(64) {
-        words.push(rest);
+    let (chunks, rest) = values.as_chunks::<64>();
+    let mut words: Vec<u64> = chunks.iter().map(|chunk| word(chunk)).collect();
+    if !rest.is_empty() {
+        words.push(word(rest));
     }
     arrow::buffer::Buffer::from_vec(words)
 }
@@ -357,10 +356,17 @@ fn in_range_bits(values: &[i64], (low, high): (i64, i64)) -> arrow::buffer::Buff
 enum Stop {
     /// The query no longer wants rows (cancelled, or the limit is reached).
     Done,
-    /// The cold object is no longer in the store: a rewrite replaced it and its grace period is
+    Failed(DataFusionError),
+}
+
+/// What opening a cold object gave.
+enum Opened {
+    Reader(ColdReader),
+    /// No row group can match.
+    Nothing,
+    /// The object is no longer in the store: a rewrite replaced it and its grace period is
     /// over. The partition's current manifest says which objects hold its records now.
     Gone,
-    Failed(DataFusionError),
 }
 
 impl From<DataFusionError> for Stop {
@@ -452,14 +458,6 @@ impl PartitionScan {
             match result {
                 Ok(()) => {}
                 Err(Stop::Done) => self.stopped = true,
-                // (Handled where objects are opened; here only as a failure.)
-                Err(Stop::Gone) => {
-                    self.stopped = true;
-                    self.ready.clear();
-                    return Some(Err(DataFusionError::Execution(
-                        "a cold object is gone from the store".into(),
-                    )));
-                }
                 Err(Stop::Failed(error)) => {
                     self.stopped = true;
                     self.ready.clear();
@@ -553,14 +551,14 @@ impl PartitionScan {
             return Ok(true);
         }
         if let Some((entry, range)) = cursor.cold.pop_front() {
-            match self.open_cold(&entry, range).await {
-                Ok(reading) => cursor.reading = reading,
-                Err(Stop::Gone) => {
+            match self.open_cold(&entry, range).await? {
+                Opened::Reader(reader) => cursor.reading = Some(reader),
+                Opened::Nothing => {}
+                Opened::Gone => {
                     for replacement in self.replacements(&entry, range)?.into_iter().rev() {
                         cursor.cold.push_front(replacement);
                     }
                 }
-                Err(stop) => return Err(stop),
             }
             return Ok(true);
         }
@@ -591,7 +589,11 @@ impl PartitionScan {
             .map_or(&[][..], |manifest| &manifest.objects);
         let replacements: Vec<(ObjectEntry, Ranges)> = objects
             .iter()
-            .filter(|object| object.next_offset() > offsets.0 && object.base_offset() < offsets.1)
+            .filter(|object| {
+                object.key != gone.key
+                    && object.next_offset() > offsets.0
+                    && object.base_offset() < offsets.1
+            })
             .map(|object| {
                 let offsets = (
                     offsets.0.max(object.base_offset()),
@@ -604,10 +606,11 @@ impl PartitionScan {
                 (object.clone(), range)
             })
             .collect();
-        // Every offset must be held by an object that is not the one gone.
+        // The objects, in the manifest's order (by offset, none overlapping), must hold every
+        // offset, one after the other.
         let mut next = offsets.0;
-        for (object, range) in &replacements {
-            if object.key == gone.key || range.offsets.0 > next {
+        for (_, range) in &replacements {
+            if range.offsets.0 != next {
                 break;
             }
             next = range.offsets.1;
@@ -700,13 +703,8 @@ impl PartitionScan {
         Ok((next > offset).then_some(next))
     }
 
-    /// A reader of the row groups and columns of a cold object that the query needs; `None`
-    /// when no row group can match.
-    async fn open_cold(
-        &mut self,
-        entry: &ObjectEntry,
-        range: Ranges,
-    ) -> Result<Option<ColdReader>, Stop> {
+    /// A reader of the row groups and columns of a cold object that the query needs.
+    async fn open_cold(&mut self, entry: &ObjectEntry, range: Ranges) -> Result<Opened, Stop> {
         let store = self.store.as_ref().ok_or_else(|| {
             DataFusionError::Execution(format!(
                 "{} is in the cold tier, which is not configured",
@@ -718,14 +716,11 @@ impl PartitionScan {
         };
         // The footer (kept by the store once parsed), then only the column chunks needed.
         // Typed text fields are read as string views, the table's type for them.
-        let stop = |error: tier::StoreError| match error {
-            tier::StoreError::NotFound { .. } => Stop::Gone,
-            error => Stop::Failed(failed(&error)),
+        let reader_metadata = match store.reader_metadata(&entry.key, entry.size_bytes).await {
+            Ok(metadata) => metadata,
+            Err(tier::StoreError::NotFound { .. }) => return Ok(Opened::Gone),
+            Err(error) => return Err(failed(&error).into()),
         };
-        let reader_metadata = store
-            .reader_metadata(&entry.key, entry.size_bytes)
-            .await
-            .map_err(stop)?;
         let metadata = Arc::clone(reader_metadata.metadata());
         // Row groups whose offsets or timestamps cannot match are skipped.
         let columns = metadata.file_metadata().schema_descr();
@@ -776,7 +771,7 @@ impl PartitionScan {
             }
         }
         if row_groups.is_empty() {
-            return Ok(None);
+            return Ok(Opened::Nothing);
         }
         let arrow_schema = Arc::clone(reader_metadata.schema());
         // Typed value columns written for the topic's current schema are read as they are.
@@ -855,10 +850,14 @@ impl PartitionScan {
         if let Some(filter_mask) = &filter_mask {
             fetch.union(filter_mask);
         }
-        let parts = store
+        let parts = match store
             .parquet_chunks(&entry.key, entry.size_bytes, &metadata, &row_groups, &fetch)
             .await
-            .map_err(stop)?;
+        {
+            Ok(parts) => parts,
+            Err(tier::StoreError::NotFound { .. }) => return Ok(Opened::Gone),
+            Err(error) => return Err(failed(&error).into()),
+        };
         self.metrics.cold_bytes.add(parts.fetched);
         let mut builder =
             ParquetRecordBatchReaderBuilder::new_with_metadata(parts, reader_metadata)
@@ -871,7 +870,7 @@ impl PartitionScan {
         let reader = builder.build().map_err(|error| {
             DataFusionError::Execution(format!("cold object {}: {error}", entry.key))
         })?;
-        Ok(Some(ColdReader {
+        Ok(Opened::Reader(ColdReader {
             reader,
             direct,
             filtered,

@@ -155,7 +155,6 @@ fn read_local_ranges(
         std::io::ErrorKind::NotFound => StoreError::NotFound {
             key: key.to_string(),
         },
-        std::io::ErrorKind::UnexpectedEof => past_end(),
         _ => StoreError::Store {
             operation: "get",
             key: key.to_string(),
