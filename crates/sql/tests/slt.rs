@@ -182,13 +182,10 @@ fn every_file_has_a_test() {
 #[test]
 fn a_scan_planned_before_a_rewrite_reads_the_replacements() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::for_data_dir(dir.path().join("data"));
-    let mut tiering = TieringConfig::new(tier::StoreLocation::Local(dir.path().join("cold")));
-    tiering.object_bytes = 8 << 10;
     // Replaced objects are deleted at the first pass after their rewrite.
-    tiering.rewrite_grace = std::time::Duration::ZERO;
-    config.tiering = Some(tiering);
-    let broker = Broker::open(config).unwrap();
+    let broker = tiered_broker(dir.path(), |tiering| {
+        tiering.rewrite_grace = std::time::Duration::ZERO;
+    });
     let topic_config = TopicConfig::from_pairs([
         ("value.format", "json"),
         ("segment.bytes", "4096"),
@@ -196,14 +193,7 @@ fn a_scan_planned_before_a_rewrite_reads_the_replacements() {
     ])
     .unwrap();
     let topic = broker.topics.create("events", 1, 1, topic_config).unwrap();
-    let engine = sql::Engine::start(
-        Arc::clone(&broker),
-        sql::EngineConfig {
-            threads: 2,
-            memory_limit: 512 << 20,
-        },
-    )
-    .unwrap();
+    let engine = engine(&broker);
     let runtime = engine.runtime();
     let tick = || runtime.block_on(broker.tiering.as_ref().unwrap().tick(&broker));
     for from in (0..600).step_by(100) {
@@ -304,6 +294,30 @@ fn slt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt")
 }
 
+/// A broker in `dir` with a cold tier in `dir/cold` of small objects, so a few hundred records
+/// make several; `adjust` changes its tiering settings further.
+fn tiered_broker(dir: &Path, adjust: impl FnOnce(&mut TieringConfig)) -> Arc<Broker> {
+    let mut config = BrokerConfig::for_data_dir(dir.join("data"));
+    let mut tiering = TieringConfig::new(tier::StoreLocation::Local(dir.join("cold")));
+    tiering.object_bytes = 8 << 10;
+    adjust(&mut tiering);
+    config.tiering = Some(tiering);
+    Broker::open(config).unwrap()
+}
+
+/// The SQL engine on two threads and two target partitions whatever the machine, so plans are
+/// the same everywhere.
+fn engine(broker: &Arc<Broker>) -> Arc<sql::Engine> {
+    sql::Engine::start(
+        Arc::clone(broker),
+        sql::EngineConfig {
+            threads: 2,
+            memory_limit: 512 << 20,
+        },
+    )
+    .unwrap()
+}
+
 /// Runs `tests/slt/{name}.slt` against a fresh broker and engine.
 fn run_file(name: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -312,12 +326,7 @@ fn run_file(name: &str) {
         .unwrap()
         .replace("__TMP__", &dir.path().display().to_string());
 
-    let mut config = BrokerConfig::for_data_dir(dir.path().join("data"));
-    let mut tiering = TieringConfig::new(tier::StoreLocation::Local(dir.path().join("cold")));
-    // Small objects, so a few hundred records make several.
-    tiering.object_bytes = 8 << 10;
-    config.tiering = Some(tiering);
-    let broker = Broker::open(config).unwrap();
+    let broker = tiered_broker(dir.path(), |_| {});
     for topic in TOPICS {
         let config = TopicConfig::from_pairs(topic.configs.iter().copied()).unwrap();
         broker
@@ -325,16 +334,7 @@ fn run_file(name: &str) {
             .create(topic.name, topic.partitions, 1, config)
             .unwrap();
     }
-    // Two threads and two target partitions whatever the machine, so plans are the same
-    // everywhere.
-    let engine = sql::Engine::start(
-        Arc::clone(&broker),
-        sql::EngineConfig {
-            threads: 2,
-            memory_limit: 512 << 20,
-        },
-    )
-    .unwrap();
+    let engine = engine(&broker);
 
     let mut runner = sqllogictest::Runner::new(|| {
         let engine = Arc::clone(&engine);
