@@ -279,7 +279,7 @@ fn decode_exact(
         }
         // The CSV decoder takes an unclosed quote to the end of the value as if it were closed,
         // and so would it the next line in.
-        if csv && !one_record(values.value(row), csv) {
+        if csv && !one_csv_line(values.value(row)) {
             *flag = true;
             let message = "the value is not one CSV line: a quote is not closed, or a line break is outside quotes";
             if strict {

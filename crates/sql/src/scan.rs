@@ -716,10 +716,14 @@ impl PartitionScan {
         };
         // The footer (kept by the store once parsed), then only the column chunks needed.
         // Typed text fields are read as string views, the table's type for them.
+        // A store error: the object is gone (its replacements are read instead), or a failure.
+        let store_error = |error: tier::StoreError| match error {
+            tier::StoreError::NotFound { .. } => Ok(Opened::Gone),
+            error => Err(Stop::from(failed(&error))),
+        };
         let reader_metadata = match store.reader_metadata(&entry.key, entry.size_bytes).await {
             Ok(metadata) => metadata,
-            Err(tier::StoreError::NotFound { .. }) => return Ok(Opened::Gone),
-            Err(error) => return Err(failed(&error).into()),
+            Err(error) => return store_error(error),
         };
         let metadata = Arc::clone(reader_metadata.metadata());
         // Row groups whose offsets or timestamps cannot match are skipped.
@@ -855,8 +859,7 @@ impl PartitionScan {
             .await
         {
             Ok(parts) => parts,
-            Err(tier::StoreError::NotFound { .. }) => return Ok(Opened::Gone),
-            Err(error) => return Err(failed(&error).into()),
+            Err(error) => return store_error(error),
         };
         self.metrics.cold_bytes.add(parts.fetched);
         let mut builder =
