@@ -431,13 +431,12 @@ pub(crate) fn decode_all(
             }
         } else {
             let value = values.value(row);
-            // A CSV value ends at its line; a stray newline inside would split it.
-            let value = if csv {
-                value.strip_suffix(b"\n").unwrap_or(value)
+            if csv {
+                // A CSV value ends at its line; a stray newline inside would split it.
+                buffer.extend_from_slice(value.strip_suffix(b"\n").unwrap_or(value));
             } else {
-                value
-            };
-            buffer.extend_from_slice(value);
+                crate::json_fast::push_with_pairs_joined(value, &mut buffer);
+            }
         }
         buffer.push(b'\n');
     }
