@@ -102,8 +102,56 @@ fn plan_error(message: String) -> DataFusionError {
     DataFusionError::Plan(message)
 }
 
+/// Whether the first word of `sql`, after white space and comments, is CREATE. Other statements
+/// are not parsed here, only once by DataFusion.
+fn starts_with_create(sql: &str) -> bool {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if rest.starts_with("/*") {
+            // PostgreSQL block comments nest.
+            let mut depth = 0usize;
+            let mut end = None;
+            let bytes = rest.as_bytes();
+            let mut at = 0;
+            while at + 1 < bytes.len() {
+                match &bytes[at..at + 2] {
+                    b"/*" => {
+                        depth += 1;
+                        at += 2;
+                    }
+                    b"*/" => {
+                        depth -= 1;
+                        at += 2;
+                        if depth == 0 {
+                            end = Some(at);
+                            break;
+                        }
+                    }
+                    _ => at += 1,
+                }
+            }
+            let Some(end) = end else { return false };
+            rest = &rest[end..];
+        } else {
+            break;
+        }
+        rest = rest.trim_start();
+    }
+    rest.get(..6)
+        .is_some_and(|word| word.eq_ignore_ascii_case("create"))
+        && rest[6..]
+            .chars()
+            .next()
+            .is_none_or(|next| !(next.is_alphanumeric() || next == '_'))
+}
+
 /// Runs `sql` if it is a CTAS with options; `None` leaves it to DataFusion.
 pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+    if !starts_with_create(sql) {
+        return Ok(None);
+    }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Ok(None);
     };
@@ -200,5 +248,37 @@ fn default_location(engine: &Engine, name: &str) -> StoreLocation {
             },
         },
         None => StoreLocation::Local(config.data_dir.join("tables").join(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_with_create;
+
+    #[test]
+    fn the_first_word_is_found_after_comments() {
+        for sql in [
+            "CREATE TABLE t AS SELECT 1",
+            "  create table t as select 1",
+            "-- a note\nCREATE TABLE t AS SELECT 1",
+            "/* a /* nested */ note */ Create table t as select 1",
+            "/**/CREATE\tTABLE t AS SELECT 1",
+            "CREATE",
+        ] {
+            assert!(starts_with_create(sql), "{sql:?}");
+        }
+        for sql in [
+            "SELECT 1",
+            "created",
+            "create_table",
+            "-- CREATE TABLE t AS SELECT 1",
+            "/* CREATE TABLE t AS SELECT 1",
+            "/* a /* nested */ CREATE TABLE t AS SELECT 1",
+            "SELECT 'CREATE TABLE'",
+            "",
+            "créate table",
+        ] {
+            assert!(!starts_with_create(sql), "{sql:?}");
+        }
     }
 }
