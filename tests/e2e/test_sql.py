@@ -761,6 +761,121 @@ def test_http_csv_of_select_star(lake, iot):
     assert len(list(csv.DictReader(io.StringIO(body.decode())))) == 3
 
 
+def test_cli_sql_prints_a_table_with_timing_csv_and_json(lake, iot):
+    """`lakestream sql`: a readable table with the row count and time, or CSV / JSON as the server
+    sends it; a bad statement exits non-zero with the server's message."""
+    def cli(*args):
+        return subprocess.run([lakestream_bin(), "sql", "--http-addr", lake.http_addr, *args],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    sql = "SELECT device_name, count(*) AS n FROM iot GROUP BY device_name ORDER BY device_name"
+    r = cli(sql)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"\|\s*device_name\s*\|\s*n\s*\|", r.stdout), r.stdout
+    assert re.search(rf"\({IOT_DEVICES} rows, [0-9.]+ ms\)", r.stdout), r.stdout
+    r = cli("--format", "csv", sql)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == IOT_DEVICES and sum(int(row["n"]) for row in rows) == IOT_RECORDS, r.stdout
+    r = cli("--format", "json", sql)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["row_count"] == IOT_DEVICES and sum(row["n"] for row in doc["rows"]) == IOT_RECORDS, doc
+    r = cli("SELECT * FROM no_such_topic")
+    assert r.returncode != 0 and "no_such_topic" in r.stderr and "iot" in r.stderr, r.stderr
+
+
+def test_http_failure_after_the_answer_started_cuts_it_short(lake):
+    """An HTTP answer streams: a query that fails before its first MiB of rows gets a 400 with
+    the error; one that fails after rows went out has its transfer cut short, never a complete
+    looking answer. The server keeps serving."""
+    import http.client
+
+    topic = "strictlong"
+    create_topic(lake.bootstrap, topic, 1, config={"value.format": "json", "value.schema": "a BIGINT, s STRING",
+                                                   "value.decode.strict": "true"})
+    # The bad value comes after more than one 4 MiB read of the log, whose rows go out first.
+    good = [dict(value=json.dumps({"a": i, "s": "x" * 100}).encode()) for i in range(80_000)]
+    d = produce_all(producer(lake.bootstrap), topic, good + [dict(value=b"{oops")])
+    assert not d.errors, d.errors[:3]
+    status, _, body = http_sql(lake, f"SELECT a, s FROM {topic} WHERE _offset >= 79990", "csv")
+    assert status == 400 and "Json error" in json.loads(body)["error"], body[:300]
+    for fmt in ("csv", "json", "arrow"):
+        conn = http.client.HTTPConnection(lake.host, lake.http_port, timeout=60)
+        try:
+            conn.request("POST", f"/sql?format={fmt}", body=f"SELECT a, s FROM {topic}".encode())
+            r = conn.getresponse()
+            assert r.status == 200, fmt
+            with pytest.raises(http.client.IncompleteRead) as cut:
+                r.read()
+            assert len(cut.value.partial) > 1 << 20, fmt
+        finally:
+            conn.close()
+    status, _, body = http_sql(lake, f"SELECT count(*) AS n FROM {topic}", "json")
+    assert status == 200 and json.loads(body)["rows"] == [{"n": 80_001}], body
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.timeout(180)
+def test_http_answer_streams_and_a_slow_client_holds_the_query_back(make_broker):
+    """A large HTTP answer (over 150 MB of CSV) goes out as it is made: the server holds a
+    bounded part of it (its buffers and a few MiB of encoded rows), not all of it; a client that stops reading holds the query back, and one that
+    leaves stops it, while the server goes on serving."""
+    import http.client
+
+    broker = big_broker(make_broker)
+    # About 1 kB of CSV per record (each copy of the value is 160 hex digits).
+    sql = "SELECT *, _value AS v1, _value AS v2, _value AS v3, _value AS v4, _value AS v5 FROM big"
+
+    def request():
+        conn = http.client.HTTPConnection(broker.host, broker.http_port, timeout=120)
+        conn.request("POST", "/sql?format=csv", body=sql.encode())
+        r = conn.getresponse()
+        assert r.status == 200
+        return conn, r
+
+    def sql_cpu_in(seconds):
+        before = thread_cpu_seconds(broker.pid, "lakestream-sql")
+        time.sleep(seconds)
+        return thread_cpu_seconds(broker.pid, "lakestream-sql") - before
+
+    # The same scan with a small answer first, so that what the engine keeps after any query
+    # (thread caches, buffers it reuses) is in the baseline.
+    status, _, body = http_sql(broker, "SELECT count(device_name), max(metric), max(length(_value)), "
+                                       "max(_key_text), count(_headers) FROM big", "json")
+    assert status == 200, body
+    rss_before = rss_mib(broker.pid)
+    conn, r = request()
+    try:
+        head = r.read(64 << 10)
+        # The client stops reading: once the socket's buffers are full, the query waits.
+        wait_until(lambda: sql_cpu_in(1.0) < 0.1, timeout=30, interval=0.1,
+                   what="the SQL threads to wait for the client")
+        received, lines, peak = len(head), head.count(b"\n"), rss_mib(broker.pid)
+        while chunk := r.read(1 << 20):
+            received += len(chunk)
+            lines += chunk.count(b"\n")
+            peak = max(peak, rss_mib(broker.pid))
+    finally:
+        conn.close()
+    assert lines == BIG_RECORDS + 1, lines  # the header line and a line per record
+    assert received > 150 << 20, received
+    grew = peak - rss_before
+    assert grew < (received >> 20) / 2, f"the server's RSS grew by {grew:.0f} MiB for a {received >> 20} MiB answer"
+
+    # A client that leaves in the middle stops the query.
+    conn, r = request()
+    r.read(64 << 10)
+    conn.close()
+    wait_until(lambda: sql_cpu_in(1.0) < 0.1, timeout=15, interval=0.1, what="the SQL threads to go idle")
+    status, _, body = http_sql(broker, "SELECT count(*) AS n FROM big", "json")
+    assert status == 200 and json.loads(body)["rows"] == [{"n": BIG_RECORDS}], body
+
+
 # --------------------------------------------------------------------------- a heavy query
 class HeavyQuery:
     """HEAVY_SQL through psycopg in a thread, on the broker's PostgreSQL endpoint."""

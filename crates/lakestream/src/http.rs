@@ -285,31 +285,156 @@ struct SqlParams {
     format: Option<String>,
 }
 
+/// Encoded bytes of a result gathered before the answer starts. A query that fails within them
+/// gets a 400 with its error; one that fails later has its transfer cut short (and the error
+/// logged), so that a client never takes part of a result for all of it.
+const SQL_FIRST_PIECE_BYTES: usize = 1 << 20;
+
+/// Encoded bytes per later piece of a result, and pieces waiting for a slow client: the server
+/// holds at most a few MiB of a result however large it is, and stops running the query while
+/// the client does not read.
+const SQL_PIECE_BYTES: usize = 256 << 10;
+const SQL_PIECES_AHEAD: usize = 2;
+
+/// Rows encoded at a time: a piece exceeds its size by at most this many rows' text.
+const SQL_SLICE_ROWS: usize = 1024;
+
+/// What the SQL runtime hands the answer: encoded rows, or why the query failed.
+enum Piece {
+    Bytes(bytes::Bytes),
+    Failed(String),
+}
+
 /// `POST /sql` with the statement as the body: the rows as JSON
 /// (`{"columns": [{"name", "type"}], "rows": [{...}], "row_count", "elapsed_ms"}`), CSV with a
-/// header line, or an Arrow IPC stream. A bad statement answers 400 with `{"error": ...}`. A
-/// client that disconnects cancels its query.
+/// header line, or an Arrow IPC stream. A bad statement answers 400 with `{"error": ...}`.
+///
+/// The answer streams: the query is planned, run and encoded on the SQL runtime, and its bytes
+/// go out as they come, through a bounded queue, so a large result never sits in memory whole
+/// and a slow client holds the query back. A client that disconnects cancels its query.
 async fn run_sql(
     State(app): State<App>,
     axum::extract::Query(params): axum::extract::Query<SqlParams>,
     body: String,
 ) -> Response {
     let format = params.format.unwrap_or_else(|| "json".into());
-    if !matches!(format.as_str(), "json" | "csv" | "arrow") {
-        return sql_error(
-            StatusCode::BAD_REQUEST,
-            format!("format must be json, csv or arrow, not {format:?}"),
-        );
-    }
-    let output = match app.engine.query(&body).await {
-        Ok(output) => output,
-        Err(error) => return sql_error(StatusCode::BAD_REQUEST, error.to_string()),
-    };
-    match encode(&output, &format) {
-        Ok((content_type, bytes)) => {
-            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+    let content_type = match format.as_str() {
+        "json" => "application/json",
+        "csv" => "text/csv",
+        "arrow" => "application/vnd.apache.arrow.stream",
+        _ => {
+            return sql_error(
+                StatusCode::BAD_REQUEST,
+                format!("format must be json, csv or arrow, not {format:?}"),
+            );
         }
-        Err(error) => sql_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(SQL_PIECES_AHEAD);
+    let engine = Arc::clone(&app.engine);
+    app.engine
+        .runtime()
+        .spawn(answer_sql(engine, body, format, sender));
+    // Dropping this handler (the client left) drops the receiver, which stops the query.
+    match receiver.recv().await {
+        None => sql_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the query stopped without an answer".into(),
+        ),
+        Some(Piece::Failed(message)) => sql_error(StatusCode::BAD_REQUEST, message),
+        Some(Piece::Bytes(first)) => {
+            let rest = futures::stream::unfold(receiver, |mut receiver| async move {
+                let piece = match receiver.recv().await? {
+                    Piece::Bytes(bytes) => Ok(bytes),
+                    // An error in the body makes the server cut the transfer short.
+                    Piece::Failed(message) => Err(std::io::Error::other(message)),
+                };
+                Some((piece, receiver))
+            });
+            let body = futures::StreamExt::chain(
+                futures::stream::once(async move { Ok::<_, std::io::Error>(first) }),
+                rest,
+            );
+            (
+                [(header::CONTENT_TYPE, content_type)],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Runs `sql` (on the SQL runtime) and sends its answer in `format` to `sender` in pieces; stops
+/// when the receiver is gone.
+async fn answer_sql(
+    engine: Arc<sql::Engine>,
+    sql: String,
+    format: String,
+    sender: tokio::sync::mpsc::Sender<Piece>,
+) {
+    let started = std::time::Instant::now();
+    let stream = tokio::select! {
+        () = sender.closed() => return,
+        stream = engine.execute_stream(&sql) => stream,
+    };
+    let fail = |message: String| {
+        let sender = sender.clone();
+        async move {
+            let _ = sender.send(Piece::Failed(message)).await;
+        }
+    };
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(error) => return fail(error.to_string()).await,
+    };
+    let mut encoder = match ResultEncoder::new(&format, stream.schema()) {
+        Ok(encoder) => encoder,
+        Err(error) => return fail(error.to_string()).await,
+    };
+    let mut rows = 0;
+    let mut answering = false;
+    loop {
+        let next = tokio::select! {
+            () = sender.closed() => return,
+            next = futures::StreamExt::next(&mut stream) => next,
+        };
+        let batch = match next {
+            None => break,
+            Some(Ok(batch)) => batch,
+            Some(Err(error)) => {
+                if answering {
+                    tracing::warn!(%error, "an SQL query failed after its answer started; the transfer is cut short");
+                }
+                return fail(error.to_string()).await;
+            }
+        };
+        rows += batch.num_rows();
+        // A batch is encoded a slice at a time, so that a piece stays near its size even when
+        // a batch holds many MiB of text.
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let slice = batch.slice(at, SQL_SLICE_ROWS.min(batch.num_rows() - at));
+            at += slice.num_rows();
+            if let Err(error) = encoder.write(&slice) {
+                return fail(error.to_string()).await;
+            }
+            let due = if answering {
+                SQL_PIECE_BYTES
+            } else {
+                SQL_FIRST_PIECE_BYTES
+            };
+            if encoder.pending() >= due {
+                if sender.send(Piece::Bytes(encoder.take())).await.is_err() {
+                    return;
+                }
+                answering = true;
+            }
+        }
+    }
+    match encoder.finish(rows, started.elapsed()) {
+        Ok(()) => {
+            let _ = sender.send(Piece::Bytes(encoder.take())).await;
+        }
+        Err(error) => fail(error.to_string()).await,
     }
 }
 
@@ -317,61 +442,127 @@ fn sql_error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-fn encode(
-    output: &sql::QueryOutput,
-    format: &str,
-) -> Result<(&'static str, Vec<u8>), arrow::error::ArrowError> {
-    let batches: Vec<&arrow::array::RecordBatch> = output.batches.iter().collect();
-    match format {
-        "csv" => {
-            let mut writer = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(Vec::new());
-            if batches.is_empty() {
-                let empty = arrow::array::RecordBatch::new_empty(output.schema.clone());
-                writer.write(&flat(&empty)?)?;
+/// A result's rows in an answer's format, encoded batch by batch; `take` hands out what is
+/// encoded so far.
+enum ResultEncoder {
+    /// `{"columns": [...], "rows": [...], "row_count": N, "elapsed_ms": T}`.
+    Json {
+        rows: arrow::json::ArrayWriter<Vec<u8>>,
+        out: Vec<u8>,
+    },
+    /// A header line, then a line per row; nested values as text.
+    Csv {
+        schema: arrow::datatypes::SchemaRef,
+        header_written: bool,
+        out: Vec<u8>,
+    },
+    /// An Arrow IPC stream.
+    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+}
+
+impl ResultEncoder {
+    fn new(
+        format: &str,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<ResultEncoder, arrow::error::ArrowError> {
+        Ok(match format {
+            "csv" => ResultEncoder::Csv {
+                schema,
+                header_written: false,
+                out: Vec::new(),
+            },
+            "arrow" => ResultEncoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(
+                Vec::new(),
+                &schema,
+            )?),
+            _ => {
+                let columns: Vec<serde_json::Value> = schema
+                    .fields()
+                    .iter()
+                    .map(|field| serde_json::json!({ "name": field.name(), "type": field.data_type().to_string() }))
+                    .collect();
+                let mut out = b"{\"columns\":".to_vec();
+                serde_json::to_writer(&mut out, &columns).expect("JSON serializes");
+                out.extend_from_slice(b",\"rows\":");
+                let rows = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::JsonArray>(Vec::new());
+                ResultEncoder::Json { rows, out }
             }
-            for batch in &batches {
-                writer.write(&flat(batch)?)?;
+        })
+    }
+
+    fn write(&mut self, batch: &arrow::array::RecordBatch) -> Result<(), arrow::error::ArrowError> {
+        match self {
+            ResultEncoder::Json { rows, out } => {
+                rows.write(batch)?;
+                out.append(rows.get_mut());
             }
-            Ok(("text/csv", writer.into_inner()))
-        }
-        "arrow" => {
-            let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &output.schema)?;
-            for batch in &batches {
-                writer.write(batch)?;
+            ResultEncoder::Csv {
+                header_written,
+                out,
+                ..
+            } => {
+                arrow::csv::WriterBuilder::new()
+                    .with_header(!*header_written)
+                    .build(&mut *out)
+                    .write(&flat(batch)?)?;
+                *header_written = true;
             }
-            writer.finish()?;
-            Ok(("application/vnd.apache.arrow.stream", writer.into_inner()?))
+            ResultEncoder::Arrow(writer) => writer.write(batch)?,
         }
-        _ => {
-            let mut writer = arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-            writer.write_batches(&batches)?;
-            writer.finish()?;
-            let rows = writer.into_inner();
-            let rows: &[u8] = if rows.is_empty() { b"[]" } else { &rows };
-            let columns: Vec<serde_json::Value> = output
-                .schema
-                .fields()
-                .iter()
-                .map(|field| serde_json::json!({ "name": field.name(), "type": field.data_type().to_string() }))
-                .collect();
-            let row_count: usize = batches.iter().map(|batch| batch.num_rows()).sum();
-            let mut body = serde_json::to_vec(&serde_json::json!({
-                "columns": columns,
-                "row_count": row_count,
-                "elapsed_ms": output.elapsed.as_secs_f64() * 1000.0,
-            }))
-            .expect("JSON serializes");
-            // Splice the rows (already JSON) in without parsing them again.
-            body.pop();
-            body.extend_from_slice(b",\"rows\":");
-            body.extend_from_slice(rows);
-            body.push(b'}');
-            Ok(("application/json", body))
+        Ok(())
+    }
+
+    /// Ends the answer (`rows` rows, taking `elapsed`).
+    fn finish(
+        &mut self,
+        rows: usize,
+        elapsed: std::time::Duration,
+    ) -> Result<(), arrow::error::ArrowError> {
+        match self {
+            ResultEncoder::Json { rows: writer, out } => {
+                writer.finish()?;
+                out.append(writer.get_mut());
+                let end = serde_json::json!({
+                    "row_count": rows,
+                    "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+                });
+                // `{"row_count": ..., ...}` without its opening brace, after the rows.
+                let end = serde_json::to_vec(&end).expect("JSON serializes");
+                out.push(b',');
+                out.extend_from_slice(&end[1..]);
+            }
+            ResultEncoder::Csv {
+                schema,
+                header_written,
+                ..
+            } => {
+                if !*header_written {
+                    // No row: the header line alone.
+                    let empty = arrow::array::RecordBatch::new_empty(Arc::clone(schema));
+                    self.write(&empty)?;
+                }
+            }
+            ResultEncoder::Arrow(writer) => writer.finish()?,
         }
+        Ok(())
+    }
+
+    /// Bytes encoded and not yet taken.
+    fn pending(&self) -> usize {
+        match self {
+            ResultEncoder::Json { out, .. } | ResultEncoder::Csv { out, .. } => out.len(),
+            ResultEncoder::Arrow(writer) => writer.get_ref().len(),
+        }
+    }
+
+    fn take(&mut self) -> bytes::Bytes {
+        let out = match self {
+            ResultEncoder::Json { out, .. } | ResultEncoder::Csv { out, .. } => out,
+            ResultEncoder::Arrow(writer) => writer.get_mut(),
+        };
+        bytes::Bytes::from(std::mem::take(out))
     }
 }
 

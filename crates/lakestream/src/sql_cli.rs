@@ -1,6 +1,7 @@
 //! `lakestream sql "SELECT ..."`: runs a statement on a running server (HTTP `POST /sql`) and
 //! prints the rows as a table (or CSV / JSON) with the time it took.
 
+use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -40,10 +41,18 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
         .send(args.statement.as_bytes())
         .with_context(|| format!("POST {url} (is `lakestream serve` running? pass --http-addr)"))?;
     let status = response.status();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
+    let answer = response.body_mut().with_config().limit(u64::MAX);
+    // CSV and JSON go to the output as they arrive, however large the result.
+    if status.is_success() && wire != "arrow" {
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut answer.reader(), &mut stdout)
+            .with_context(|| format!("reading the answer of {url}"))?;
+        if wire == "json" {
+            writeln!(stdout)?;
+        }
+        return Ok(());
+    }
+    let body = answer
         .read_to_vec()
         .with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {
@@ -57,13 +66,6 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         anyhow::bail!("{message}");
-    }
-    if wire != "arrow" {
-        print!("{}", String::from_utf8_lossy(&body));
-        if wire == "json" {
-            println!();
-        }
-        return Ok(());
     }
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
         .context("the server's answer is not an Arrow stream")?;

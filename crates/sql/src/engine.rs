@@ -17,13 +17,14 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::TableCatalog;
@@ -180,6 +181,21 @@ impl Engine {
             .map_err(|error| DataFusionError::Execution(format!("the query stopped: {error}")))?;
         drop(guard);
         result.map_err(|error| self.explain(error))
+    }
+
+    /// Plans `sql` and starts it, for an answer that streams: the rows come as the stream is
+    /// polled, which must be on the SQL runtime (`runtime()`), where the plan's operators spawn
+    /// their tasks. A CTAS runs to its end here; its one summary row is the stream.
+    pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let started = async {
+            if let Some((schema, batches)) = crate::ctas::try_run(self, sql).await? {
+                let batches = futures::stream::iter(batches.into_iter().map(Ok));
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+                    as SendableRecordBatchStream);
+            }
+            self.context.sql(sql).await?.execute_stream().await
+        };
+        started.await.map_err(|error| self.explain(error))
     }
 
     async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
