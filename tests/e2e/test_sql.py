@@ -756,9 +756,25 @@ def test_http_formats_give_the_same_rows(lake, iot, badjson, source):
 
 
 def test_http_csv_of_select_star(lake, iot):
+    import http.client
+
     status, _, body = http_sql(lake, "SELECT * FROM iot LIMIT 3", "csv")
     assert status == 200, body
     assert len(list(csv.DictReader(io.StringIO(body.decode())))) == 3
+    # An answer that fits its first piece goes out whole, with its length (not chunked, whose
+    # last chunk could wait on a kept-alive connection); a larger one streams in chunks.
+    conn = http.client.HTTPConnection(lake.host, lake.http_port, timeout=60)
+    try:
+        for sql, whole in (("SELECT * FROM iot LIMIT 3", True), ("SELECT * FROM iot", False)):
+            conn.request("POST", "/sql?format=csv", body=sql.encode())
+            r = conn.getresponse()
+            body = r.read()
+            assert r.status == 200, body[:300]
+            assert (r.getheader("Content-Length") == str(len(body))) == whole, (sql, r.getheaders())
+            assert (r.getheader("Transfer-Encoding") == "chunked") != whole, (sql, r.getheaders())
+            assert body.count(b"\n") == (3 if whole else IOT_RECORDS) + 1, sql
+    finally:
+        conn.close()
 
 
 def test_cli_sql_prints_a_table_with_timing_csv_and_json(lake, iot):

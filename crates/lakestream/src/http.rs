@@ -33,6 +33,13 @@ pub async fn serve(
         .route("/sql", axum::routing::post(run_sql))
         .layer(axum::extract::DefaultBodyLimit::max(SQL_MAX_BYTES))
         .with_state(App { broker, engine });
+    // Answers go out as soon as they are written: a streamed answer's last chunk would otherwise
+    // wait for the client's delayed ACK (40 ms) on a kept-alive connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set on an HTTP connection");
+        }
+    });
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "the HTTP endpoint stopped");
     }
@@ -299,9 +306,11 @@ const SQL_PIECES_AHEAD: usize = 2;
 /// Rows encoded at a time: a piece exceeds its size by at most this many rows' text.
 const SQL_SLICE_ROWS: usize = 1024;
 
-/// What the SQL runtime hands the answer: encoded rows, or why the query failed.
+/// What the SQL runtime hands the answer: encoded rows (the last of them), or why the query
+/// failed.
 enum Piece {
     Bytes(bytes::Bytes),
+    Last(bytes::Bytes),
     Failed(String),
 }
 
@@ -341,14 +350,17 @@ async fn run_sql(
             "the query stopped without an answer".into(),
         ),
         Some(Piece::Failed(message)) => sql_error(StatusCode::BAD_REQUEST, message),
+        // The whole answer at once: sent with its length, in one write.
+        Some(Piece::Last(whole)) => ([(header::CONTENT_TYPE, content_type)], whole).into_response(),
         Some(Piece::Bytes(first)) => {
-            let rest = futures::stream::unfold(receiver, |mut receiver| async move {
-                let piece = match receiver.recv().await? {
-                    Piece::Bytes(bytes) => Ok(bytes),
+            let rest = futures::stream::unfold(Some(receiver), |receiver| async move {
+                let mut receiver = receiver?;
+                match receiver.recv().await? {
+                    Piece::Bytes(bytes) => Some((Ok(bytes), Some(receiver))),
+                    Piece::Last(bytes) => Some((Ok(bytes), None)),
                     // An error in the body makes the server cut the transfer short.
-                    Piece::Failed(message) => Err(std::io::Error::other(message)),
-                };
-                Some((piece, receiver))
+                    Piece::Failed(message) => Some((Err(std::io::Error::other(message)), None)),
+                }
             });
             let body = futures::StreamExt::chain(
                 futures::stream::once(async move { Ok::<_, std::io::Error>(first) }),
@@ -432,7 +444,7 @@ async fn answer_sql(
     }
     match encoder.finish(rows, started.elapsed()) {
         Ok(()) => {
-            let _ = sender.send(Piece::Bytes(encoder.take())).await;
+            let _ = sender.send(Piece::Last(encoder.take())).await;
         }
         Err(error) => fail(error.to_string()).await,
     }
