@@ -837,6 +837,31 @@ def rss_mib(pid: int) -> float:
 
 
 @pytest.mark.timeout(180)
+def test_closing_an_http_request_cancels_its_heavy_query(make_broker):
+    """A heavy query over HTTP that has not answered yet stops when its client goes away; the
+    server keeps serving."""
+    broker = big_broker(make_broker)
+    cpu_before = thread_cpu_seconds(broker.pid, "lakestream-sql")
+    body = HEAVY_SQL.encode()
+    s = socket.create_connection((broker.host, broker.http_port), timeout=10)
+    try:
+        s.sendall(b"POST /sql HTTP/1.1\r\nHost: lakestream\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_until(lambda: thread_cpu_seconds(broker.pid, "lakestream-sql") - cpu_before >= 1.0, timeout=30,
+                   interval=0.2, what="the heavy query to be running")
+    finally:
+        s.close()
+
+    def idle():
+        before = thread_cpu_seconds(broker.pid, "lakestream-sql")
+        time.sleep(1.0)
+        return thread_cpu_seconds(broker.pid, "lakestream-sql") - before < 0.3
+    wait_until(idle, timeout=12, interval=0.1, what="the SQL threads to go idle after the client left")
+    status, _, answer = http_sql(broker, "SELECT count(*) AS n FROM big", "json")
+    assert status == 200 and json.loads(answer)["rows"] == [{"n": BIG_RECORDS}], answer
+
+
+@pytest.mark.timeout(180)
 def test_http_answer_streams_and_a_slow_client_holds_the_query_back(make_broker):
     """A large HTTP answer (over 150 MB of CSV) goes out as it is made: the server holds a
     bounded part of it (its buffers and a few MiB of encoded rows), not all of it; a client that stops reading holds the query back, and one that
