@@ -457,11 +457,9 @@ fn sql_error(status: StatusCode, message: String) -> Response {
 /// A result's rows in an answer's format, encoded batch by batch; `take` hands out what is
 /// encoded so far.
 enum ResultEncoder {
-    /// `{"columns": [...], "rows": [...], "row_count": N, "elapsed_ms": T}`.
-    Json {
-        rows: arrow::json::ArrayWriter<Vec<u8>>,
-        out: Vec<u8>,
-    },
+    /// `{"columns": [...], "rows": [...], "row_count": N, "elapsed_ms": T}`: the rows writer's
+    /// buffer also holds the text around the rows.
+    Json(arrow::json::ArrayWriter<Vec<u8>>),
     /// A header line, then a line per row; nested values as text.
     Csv {
         schema: arrow::datatypes::SchemaRef,
@@ -496,20 +494,18 @@ impl ResultEncoder {
                 let mut out = b"{\"columns\":".to_vec();
                 serde_json::to_writer(&mut out, &columns).expect("JSON serializes");
                 out.extend_from_slice(b",\"rows\":");
-                let rows = arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-                ResultEncoder::Json { rows, out }
+                ResultEncoder::Json(
+                    arrow::json::WriterBuilder::new()
+                        .with_explicit_nulls(true)
+                        .build::<_, arrow::json::writer::JsonArray>(out),
+                )
             }
         })
     }
 
     fn write(&mut self, batch: &arrow::array::RecordBatch) -> Result<(), arrow::error::ArrowError> {
         match self {
-            ResultEncoder::Json { rows, out } => {
-                rows.write(batch)?;
-                out.append(rows.get_mut());
-            }
+            ResultEncoder::Json(writer) => writer.write(batch)?,
             ResultEncoder::Csv {
                 header_written,
                 out,
@@ -533,15 +529,15 @@ impl ResultEncoder {
         elapsed: std::time::Duration,
     ) -> Result<(), arrow::error::ArrowError> {
         match self {
-            ResultEncoder::Json { rows: writer, out } => {
+            ResultEncoder::Json(writer) => {
                 writer.finish()?;
-                out.append(writer.get_mut());
                 let end = serde_json::json!({
                     "row_count": rows,
                     "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
                 });
                 // `{"row_count": ..., ...}` without its opening brace, after the rows.
                 let end = serde_json::to_vec(&end).expect("JSON serializes");
+                let out = writer.get_mut();
                 out.push(b',');
                 out.extend_from_slice(&end[1..]);
             }
@@ -564,14 +560,16 @@ impl ResultEncoder {
     /// Bytes encoded and not yet taken.
     fn pending(&self) -> usize {
         match self {
-            ResultEncoder::Json { out, .. } | ResultEncoder::Csv { out, .. } => out.len(),
+            ResultEncoder::Json(writer) => writer.get_ref().len(),
+            ResultEncoder::Csv { out, .. } => out.len(),
             ResultEncoder::Arrow(writer) => writer.get_ref().len(),
         }
     }
 
     fn take(&mut self) -> bytes::Bytes {
         let out = match self {
-            ResultEncoder::Json { out, .. } | ResultEncoder::Csv { out, .. } => out,
+            ResultEncoder::Json(writer) => writer.get_mut(),
+            ResultEncoder::Csv { out, .. } => out,
             ResultEncoder::Arrow(writer) => writer.get_mut(),
         };
         bytes::Bytes::from(std::mem::take(out))

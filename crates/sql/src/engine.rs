@@ -187,24 +187,21 @@ impl Engine {
     /// polled, which must be on the SQL runtime (`runtime()`), where the plan's operators spawn
     /// their tasks. A CTAS runs to its end here; its one summary row is the stream.
     pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        let started = async {
-            if let Some((schema, batches)) = crate::ctas::try_run(self, sql).await? {
-                let batches = futures::stream::iter(batches.into_iter().map(Ok));
-                return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches))
-                    as SendableRecordBatchStream);
-            }
-            self.context.sql(sql).await?.execute_stream().await
-        };
-        started.await.map_err(|error| self.explain(error))
+        self.begin(sql).await.map_err(|error| self.explain(error))
+    }
+
+    async fn begin(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        if let Some((schema, batches)) = crate::ctas::try_run(self, sql).await? {
+            let batches = futures::stream::iter(batches.into_iter().map(Ok));
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));
+        }
+        self.context.sql(sql).await?.execute_stream().await
     }
 
     async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        if let Some(output) = crate::ctas::try_run(self, sql).await? {
-            return Ok(output);
-        }
-        let frame = self.context.sql(sql).await?;
-        let schema = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
+        let stream = self.begin(sql).await?;
+        let schema = stream.schema();
+        let batches = futures::TryStreamExt::try_collect(stream).await?;
         Ok((schema, batches))
     }
 

@@ -546,13 +546,8 @@ fn scan_escape(value: &[u8], at: usize) -> Option<usize> {
         b'u' => {
             let unit = hex4(value, at + 1)?;
             match unit {
-                0xD800..=0xDBFF => {
-                    if value.get(at + 5..at + 7)? != b"\\u" {
-                        return None;
-                    }
-                    let low = hex4(value, at + 7)?;
-                    (0xDC00..=0xDFFF).contains(&low).then_some(at + 11)
-                }
+                // A high surrogate only as the first half of a pair.
+                0xD800..=0xDBFF => surrogate_pair(value, at - 1).map(|_| at + 11),
                 // A low surrogate alone.
                 0xDC00..=0xDFFF => None,
                 _ => Some(at + 5),
