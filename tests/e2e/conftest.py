@@ -76,7 +76,7 @@ class Broker:
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "broker.log"
-        ports = _free_ports(2)
+        ports = _free_ports(3)  # Kafka, HTTP and PostgreSQL: distinct, taken at once
         self.port = port or ports[0]
         self.host = "127.0.0.1"
         self.bootstrap = f"{self.host}:{self.port}"
@@ -89,7 +89,7 @@ class Broker:
         self.http_addr = f"{self.host}:{self.http_port}"
         self.http_url = f"http://{self.http_addr}"
         # The PostgreSQL wire endpoint (`--pg-addr`, default 127.0.0.1:5433) likewise.
-        self.pg_port = free_port()
+        self.pg_port = ports[2] if ports[2] != self.port else ports[0]
         self.pg_addr = f"{self.host}:{self.pg_port}"
         self.wait_http = http
         self.proc: subprocess.Popen | None = None
