@@ -322,13 +322,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--http-addr)", settings.http_addr))?;
-    let engine = sql::Engine::start(broker.clone(), settings.sql.clone())
-        .context("cannot start the SQL engine")?;
     // The PostgreSQL server binds on its own; check the address first for a clear error.
     drop(
         std::net::TcpListener::bind(settings.pg_addr)
             .with_context(|| format!("cannot listen on {} (--pg-addr)", settings.pg_addr))?,
     );
+    let engine = sql::Engine::start(broker.clone(), settings.sql.clone())
+        .context("cannot start the SQL engine")?;
     let users = sql::pg::Users::from_pairs(
         settings
             .pg_users
@@ -365,8 +365,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     trim.abort();
     let broker_for_shutdown = broker.clone();
     tokio::task::spawn_blocking(move || broker_for_shutdown.shutdown()).await?;
-    // The SQL runtime cannot be dropped inside this one.
-    std::mem::forget(engine);
+    drop(engine);
     tracing::info!("stopped");
     Ok(())
 }

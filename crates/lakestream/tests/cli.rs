@@ -348,6 +348,54 @@ fn an_unreachable_broker_is_a_clear_error() {
     );
 }
 
+/// `serve` given an address another program holds exits with an error naming the flag, for each
+/// of its three listeners. (A taken PostgreSQL address used to panic: the SQL engine's runtime
+/// was dropped inside `serve`'s async code.)
+#[test]
+fn a_taken_listen_address_is_a_clear_start_up_error() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let free = || {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("127.0.0.1:{port}")
+    };
+    for flag in ["--kafka-addr", "--http-addr", "--pg-addr"] {
+        let data_dir = std::env::temp_dir().join(format!(
+            "lakestream-cli-taken-{}-{}",
+            std::process::id(),
+            &flag[2..]
+        ));
+        let mut addresses = vec![
+            ("--kafka-addr", free()),
+            ("--http-addr", free()),
+            ("--pg-addr", free()),
+        ];
+        for (name, address) in &mut addresses {
+            if *name == flag {
+                *address = taken.clone();
+            }
+        }
+        let mut command = Command::new(BINARY);
+        command.args(["serve", "--data-dir"]).arg(&data_dir);
+        for (name, address) in &addresses {
+            command.args([name, address.as_str()]);
+        }
+        let output = command.stdin(Stdio::null()).output().unwrap();
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(1), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {taken} ({flag})")),
+            "{flag}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{flag}: {stderr}");
+    }
+}
+
 /// The rows of a table printed by a `groups` command, split at whitespace, without the header.
 fn table_rows(out: &str) -> Vec<Vec<String>> {
     out.lines()

@@ -63,9 +63,31 @@ pub struct QueryOutput {
 pub struct Engine {
     context: SessionContext,
     catalog: Arc<TableCatalog>,
-    runtime: tokio::runtime::Runtime,
+    runtime: SqlRuntime,
     topics: Arc<TopicSchema>,
     pub broker: Arc<Broker>,
+}
+
+/// The SQL runtime, shut down without waiting when the engine drops: an engine may be dropped
+/// inside async code (a server failing at start-up), where a runtime's own drop would panic.
+struct SqlRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for SqlRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::ops::Deref for SqlRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0
+            .as_ref()
+            .expect("the SQL runtime lives as long as its engine")
+    }
 }
 
 impl Engine {
@@ -137,7 +159,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             context,
             catalog: tables,
-            runtime,
+            runtime: SqlRuntime(Some(runtime)),
             topics,
             broker,
         }))
