@@ -288,7 +288,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lakestream")
-        .on_thread_park(broker::alloc::release_thread_memory_when_idle)
+        .on_thread_park(broker::alloc::release_idle_thread_memory)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(settings))
@@ -351,7 +351,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         loop {
             ticker.tick().await;
-            let _ = tokio::task::spawn_blocking(broker::alloc::release_free_memory).await;
+            let _ =
+                tokio::task::spawn_blocking(broker::alloc::release_free_memory_unless_warm).await;
         }
     });
     let server = tokio::spawn(broker::server::serve(broker.clone(), listener));

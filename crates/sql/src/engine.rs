@@ -99,7 +99,12 @@ impl Engine {
             .thread_name("lakestream-sql")
             // Queries yield the CPU to the broker: produce and fetch never wait on SQL.
             .on_thread_start(lower_priority)
-            .on_thread_park(broker::alloc::release_stale_thread_memory)
+            // Memory stays with the process while queries come (no purge between them).
+            .on_thread_unpark(broker::alloc::keep_memory_warm)
+            .on_thread_park(|| {
+                broker::alloc::keep_memory_warm();
+                broker::alloc::release_idle_thread_memory();
+            })
             .enable_all()
             .build()
             .map_err(|error| DataFusionError::External(Box::new(error)))?;
