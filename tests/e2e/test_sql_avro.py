@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from conftest import Broker
-from e2e_util import admin, create_topic, pg_conninfo, produce_all, producer, wait_tiered
+from e2e_util import admin, consume_range, create_topic, pg_conninfo, produce_all, producer, wait_tiered
 
 SCHEMA = {
     "type": "record", "name": "Reading", "namespace": "iot",
@@ -188,6 +188,35 @@ def test_plain_datums_and_strict_decoding(lake):
             conn.execute(f"SELECT device FROM {strict}").fetchall()
         assert "value.decode.strict=true" in str(e.value)
         assert conn.execute(f"SELECT _offset FROM {strict} ORDER BY 1").fetchall() == [(0,), (1,)]
+
+
+def test_insert_encodes_value_columns_that_fastavro_reads_back(lake):
+    """INSERT ... SELECT of value columns into an Avro topic writes datums of its schema: a Kafka
+    consumer gets values that fastavro decodes to the records first written, in the topic's
+    framing (Confluent with its schema id, or plain)."""
+    source = avro_topic(lake, "avro_insert_source", **{"value.avro.framing": "none"})
+    d = produce_all(producer(lake.bootstrap), source, [dict(value=datum(reading(n))) for n in range(30)])
+    assert not d.errors
+    fields = "device, metric, count, ok, kind, at, raw, tags, place"
+    for name, config, header in (
+            ("avro_insert_confluent", {"value.avro.schema.id": str(SCHEMA_ID)},
+             b"\x00" + SCHEMA_ID.to_bytes(4, "big")),
+            ("avro_insert_plain", {"value.avro.framing": "none"}, b"")):
+        target = avro_topic(lake, name, **config)
+        with psycopg.connect(pg_conninfo(lake), autocommit=True) as conn:
+            cur = conn.execute(f"INSERT INTO {target} (_key, {fields}) "
+                               f"SELECT CAST(_offset AS VARCHAR), {fields} FROM {source}")
+            assert cur.statusmessage == "INSERT 0 30", cur.statusmessage
+        got = consume_range(lake.bootstrap, target, {0: 0}, {0: 30})[0]
+        for m in got:
+            n = int(m.key())
+            assert m.value().startswith(header), (name, n, m.value()[:8])
+            record = fastavro.schemaless_reader(io.BytesIO(m.value()[len(header):]), PARSED)
+            assert record == reading(n), (name, n, record)
+        # The topic reads its own values back as columns.
+        for row in rows(lake, f"SELECT CAST(_key_text AS INT), {COLUMNS}, _error FROM {target}"):
+            assert row[-1] is None, row
+            check_reading(row[1:-1], row[0])
 
 
 def test_cold_parquet_files_carry_the_avro_fields_for_duckdb(lake):

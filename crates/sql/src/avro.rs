@@ -22,13 +22,22 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use arrow::array::{Array, BinaryArray, RecordBatch, StringBuilder, UInt32Array, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, DictionaryArray, Int32Array, RecordBatch,
+    RecordBatchOptions, StringArray, StringBuilder, UInt32Array, new_null_array,
+};
+use arrow::datatypes::Int32Type;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow_avro::codec::Tz;
 use arrow_avro::errors::AvroError;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
-use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+use arrow_avro::schema::{
+    AVRO_ENUM_SYMBOLS_METADATA_KEY, AvroSchema, Fingerprint, FingerprintAlgorithm,
+    FingerprintStrategy, SCHEMA_METADATA_KEY, SchemaStore,
+};
+use arrow_avro::writer::WriterBuilder;
+use arrow_avro::writer::format::AvroSoeFormat;
 
 use crate::format::{Decoded, FormatError};
 
@@ -230,6 +239,60 @@ impl AvroFormat {
         })
     }
 
+    /// Encodes the value columns of `batch` (by name; a missing one is NULL) as one value per
+    /// row: a datum of the declared schema, framed as the topic says. With Confluent framing
+    /// the topic must name its schema id (`value.avro.schema.id`), which goes in each value.
+    pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
+        let Some(id) = self.schema_id.or(match self.framing {
+            Framing::None => Some(FRAME_SCHEMA_ID),
+            Framing::Confluent => None,
+        }) else {
+            return Err("writing value columns into Confluent-framed Avro values needs the schema id they carry: set value.avro.schema.id".into());
+        };
+        let rows = batch.num_rows();
+        // The Arrow types arrow-avro reads this schema as, which its writer takes back.
+        let target = new_decoder(&self.writer_schema, 1)
+            .map_err(|error| error.to_string())?
+            .schema();
+        let mut columns = Vec::with_capacity(target.fields().len());
+        for field in target.fields() {
+            let name = field.name();
+            let column = match batch.column_by_name(name) {
+                Some(column) => column_for(column, field)
+                    .map_err(|reason| format!("column {name}: {reason}"))?,
+                None => new_null_array(field.data_type(), rows),
+            };
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(format!(
+                    "column {name} is NULL in a row, but the Avro schema does not allow null there (a union with \"null\" does)"
+                ));
+            }
+            columns.push(column);
+        }
+        let schema = Schema::new(target.fields().clone())
+            .with_metadata([(SCHEMA_METADATA_KEY.to_string(), self.writer_schema.clone())].into());
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(schema.clone()),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|error| error.to_string())?;
+        let mut encoder = WriterBuilder::new(schema)
+            .with_fingerprint_strategy(FingerprintStrategy::Id(id))
+            .build_encoder::<AvroSoeFormat>()
+            .map_err(|error| error.to_string())?;
+        encoder.encode(&batch).map_err(|error| error.to_string())?;
+        let keep = match self.framing {
+            Framing::None => CONFLUENT_HEADER_BYTES,
+            Framing::Confluent => 0,
+        };
+        Ok(encoder
+            .flush()
+            .iter()
+            .map(|value| value[keep..].to_vec())
+            .collect())
+    }
+
     /// The datum inside `value`, by the framing.
     fn datum<'a>(&self, value: &'a [u8]) -> Result<&'a [u8], String> {
         match self.framing {
@@ -357,6 +420,39 @@ fn decode_one(decoder: &mut Decoder, frame: &mut Vec<u8>, datum: &[u8]) -> Resul
         Ok(_) if rows == 0 => Err("the Avro datum is truncated".into()),
         Ok(_) => Err("bytes are left after the Avro datum".into()),
     }
+}
+
+/// `column` as arrow-avro's writer takes `target`: an enum (a dictionary of its symbols, in
+/// order) from its symbol names, anything else by a cast.
+fn column_for(column: &ArrayRef, target: &Field) -> Result<ArrayRef, String> {
+    let DataType::Dictionary(_, _) = target.data_type() else {
+        return arrow::compute::cast(column, target.data_type()).map_err(|error| error.to_string());
+    };
+    // arrow-avro names an enum's symbols in its field's metadata.
+    let symbols: Vec<String> = target
+        .metadata()
+        .get(AVRO_ENUM_SYMBOLS_METADATA_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or("an enum without its symbols cannot be written")?;
+    let names = arrow::compute::cast(column, &DataType::Utf8).map_err(|error| error.to_string())?;
+    let keys = names
+        .as_string::<i32>()
+        .iter()
+        .map(|name| {
+            name.map(|name| {
+                symbols
+                    .iter()
+                    .position(|symbol| symbol == name)
+                    .map(|at| at as i32)
+                    .ok_or_else(|| format!("{name:?} is not one of the enum's symbols {symbols:?}"))
+            })
+            .transpose()
+        })
+        .collect::<Result<Int32Array, String>>()?;
+    let values: ArrayRef = Arc::new(StringArray::from(symbols));
+    DictionaryArray::<Int32Type>::try_new(keys, values)
+        .map(|dictionary| Arc::new(dictionary) as ArrayRef)
+        .map_err(|error| error.to_string())
 }
 
 /// The decoder's answer to bytes that do not start a frame.

@@ -225,6 +225,7 @@ impl TopicSink {
 struct Rows {
     key: Option<Arc<dyn Array>>,
     value: Option<Arc<dyn Array>>,
+    /// Values encoded from the value columns (JSON or Avro).
     json_values: Option<Vec<Vec<u8>>>,
     partition: Option<Arc<dyn Array>>,
     timestamp: Option<Arc<dyn Array>>,
@@ -245,18 +246,6 @@ impl Rows {
             Ok(Some(arrow::compute::cast(array, &target)?))
         };
         let value = column(VALUE)?.filter(|value| value.null_count() < value.len());
-        if let (ValueFormat::Avro { .. }, None) = (format, &value) {
-            let has_fields = format.fields().iter().any(|field| {
-                batch
-                    .column_by_name(field.name())
-                    .is_some_and(|column| column.null_count() < column.len())
-            });
-            if has_fields {
-                return Err(DataFusionError::Plan(
-                    "INSERT INTO an Avro topic takes `_value`, the encoded datum: writing its value columns is not supported yet".into(),
-                ));
-            }
-        }
         let json_values = match (format, &value) {
             (ValueFormat::Json { schema, .. }, None) => {
                 let fields: Vec<usize> = schema
@@ -278,6 +267,21 @@ impl Rows {
                             .map(<[u8]>::to_vec)
                             .collect(),
                     )
+                }
+            }
+            (ValueFormat::Avro { avro, .. }, None) => {
+                let has_fields = avro.columns().fields().iter().any(|field| {
+                    batch
+                        .column_by_name(field.name())
+                        .is_some_and(|column| column.null_count() < column.len())
+                });
+                if has_fields {
+                    let values = avro.encode(batch).map_err(|reason| {
+                        DataFusionError::Plan(format!("INSERT INTO an Avro topic: {reason}"))
+                    })?;
+                    Some(values)
+                } else {
+                    None
                 }
             }
             _ => None,

@@ -13,6 +13,7 @@
 //! | `strict`   | 1          | like `events`, with `value.decode.strict=true`                 |
 //! | `tiered`   | 2          | `value.format=json`, `value.schema=device STRING, metric DOUBLE`, `segment.bytes=4096`, `local.retention.bytes=0` |
 //! | `avro`     | 1          | `value.format=avro`, `value.schema=` the record `READING` below (Confluent framing, the default), `segment.bytes=4096`, `local.retention.bytes=0` |
+//! | `avro_id`  | 1          | like `avro`, with `value.avro.schema.id=7` (Confluent framing, that id only) |
 //! | `avro_plain` | 1        | like `avro`, with `value.avro.framing=none` (plain datums)     |
 //!
 //! Binary values are written as hex literals: `INSERT INTO avro (_value) VALUES (X'00...')`.
@@ -112,6 +113,15 @@ const TOPICS: &[TopicSpec] = &[
             ("value.schema", READING),
             ("segment.bytes", "4096"),
             ("local.retention.bytes", "0"),
+        ],
+    },
+    TopicSpec {
+        name: "avro_id",
+        partitions: 1,
+        configs: &[
+            ("value.format", "avro"),
+            ("value.schema", READING),
+            ("value.avro.schema.id", "7"),
         ],
     },
     TopicSpec {
