@@ -423,10 +423,17 @@ fn decode_one(decoder: &mut Decoder, frame: &mut Vec<u8>, datum: &[u8]) -> Resul
 }
 
 /// `column` as arrow-avro's writer takes `target`: an enum (a dictionary of its symbols, in
-/// order) from its symbol names, anything else by a cast.
+/// order) from its symbol names, anything else by a cast that fails on a value that does not
+/// fit.
 fn column_for(column: &ArrayRef, target: &Field) -> Result<ArrayRef, String> {
     let DataType::Dictionary(_, _) = target.data_type() else {
-        return arrow::compute::cast(column, target.data_type()).map_err(|error| error.to_string());
+        // Not arrow's "safe" cast, which turns a value that does not fit into NULL.
+        let options = arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        return arrow::compute::cast_with_options(column, target.data_type(), &options)
+            .map_err(|error| error.to_string());
     };
     // arrow-avro names an enum's symbols in its field's metadata.
     let symbols: Vec<String> = target
@@ -865,5 +872,51 @@ mod tests {
             Some("the value was written with schema id 8, but value.avro.schema.id is 7")
         );
         assert_ne!(one_id.kind(), any_id.kind());
+    }
+
+    #[test]
+    fn encoded_columns_decode_back_and_a_value_that_does_not_fit_is_an_error() {
+        let schema = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "n", "type": ["null", "int"]},
+            {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["A", "B"]}}
+        ]}"#;
+        let format = AvroFormat::new(schema, Framing::None, None).unwrap();
+        let batch = |n: Int64Array, kinds: Vec<&str>| {
+            RecordBatch::try_from_iter([
+                ("n", Arc::new(n) as ArrayRef),
+                ("kind", Arc::new(StringArray::from(kinds)) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        let values = format
+            .encode(&batch(
+                Int64Array::from(vec![Some(5), None]),
+                vec!["B", "A"],
+            ))
+            .unwrap();
+        // n: the union's branch 1 (int) and 5 as zigzag 10, or branch 0 (null); kind: symbol 1, 0.
+        assert_eq!(values, vec![vec![0x02, 0x0A, 0x02], vec![0x00, 0x00]]);
+        let decoded = format
+            .decode(
+                &binary(&[Some(values[0].clone()), Some(values[1].clone())]),
+                true,
+            )
+            .unwrap();
+        assert_eq!(errors(&decoded), vec![None, None]);
+        let n = decoded.columns[0].as_primitive::<arrow::datatypes::Int32Type>();
+        assert_eq!(n.iter().collect::<Vec<_>>(), vec![Some(5), None]);
+
+        // 2^40 does not fit an Avro int: an error, not a NULL.
+        let error = format
+            .encode(&batch(Int64Array::from(vec![1i64 << 40]), vec!["A"]))
+            .unwrap_err();
+        assert!(error.starts_with("column n: "), "{error}");
+        let error = format
+            .encode(&batch(Int64Array::from(vec![1]), vec!["C"]))
+            .unwrap_err();
+        assert!(
+            error.contains("\"C\" is not one of the enum's symbols"),
+            "{error}"
+        );
     }
 }
