@@ -23,8 +23,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, DictionaryArray, Int32Array, RecordBatch,
-    RecordBatchOptions, StringArray, StringBuilder, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, BinaryArray, DictionaryArray, Int32Array, ListArray, RecordBatch,
+    RecordBatchOptions, StringArray, StringBuilder, StructArray, UInt32Array, new_null_array,
 };
 use arrow::datatypes::Int32Type;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
@@ -423,18 +423,73 @@ fn decode_one(decoder: &mut Decoder, frame: &mut Vec<u8>, datum: &[u8]) -> Resul
 }
 
 /// `column` as arrow-avro's writer takes `target`: an enum (a dictionary of its symbols, in
-/// order) from its symbol names, anything else by a cast that fails on a value that does not
-/// fit.
+/// order) from its symbol names, also inside records and arrays; anything else by a cast that
+/// fails on a value that does not fit.
 fn column_for(column: &ArrayRef, target: &Field) -> Result<ArrayRef, String> {
-    let DataType::Dictionary(_, _) = target.data_type() else {
-        // Not arrow's "safe" cast, which turns a value that does not fit into NULL.
-        let options = arrow::compute::CastOptions {
-            safe: false,
-            ..Default::default()
-        };
-        return arrow::compute::cast_with_options(column, target.data_type(), &options)
+    match target.data_type() {
+        DataType::Dictionary(_, _) => return enum_column(column, target),
+        DataType::Struct(fields) if holds_enum(target.data_type()) => {
+            let records = column.as_struct_opt().ok_or_else(|| {
+                format!(
+                    "a record is written from a struct, not {}",
+                    column.data_type()
+                )
+            })?;
+            let children = fields
+                .iter()
+                .map(|field| {
+                    let child = records
+                        .column_by_name(field.name())
+                        .cloned()
+                        .unwrap_or_else(|| new_null_array(field.data_type(), records.len()));
+                    column_for(&child, field)
+                        .map_err(|reason| format!("{}: {reason}", field.name()))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            return StructArray::try_new(fields.clone(), children, records.nulls().cloned())
+                .map(|records| Arc::new(records) as ArrayRef)
+                .map_err(|error| error.to_string());
+        }
+        DataType::List(item) if holds_enum(item.data_type()) => {
+            let list = column.as_list_opt::<i32>().ok_or_else(|| {
+                format!(
+                    "an array is written from a list, not {}",
+                    column.data_type()
+                )
+            })?;
+            let items = column_for(list.values(), item)?;
+            return ListArray::try_new(
+                Arc::clone(item),
+                list.offsets().clone(),
+                items,
+                list.nulls().cloned(),
+            )
+            .map(|list| Arc::new(list) as ArrayRef)
             .map_err(|error| error.to_string());
+        }
+        _ => {}
+    }
+    // Not arrow's "safe" cast, which turns a value that does not fit into NULL.
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
     };
+    arrow::compute::cast_with_options(column, target.data_type(), &options)
+        .map_err(|error| error.to_string())
+}
+
+/// Whether an enum is in `data_type`, at any depth of records and arrays.
+fn holds_enum(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Dictionary(_, _) => true,
+        DataType::Struct(fields) => fields.iter().any(|field| holds_enum(field.data_type())),
+        DataType::List(item) => holds_enum(item.data_type()),
+        _ => false,
+    }
+}
+
+/// An enum column from its symbol names.
+fn enum_column(column: &ArrayRef, target: &Field) -> Result<ArrayRef, String> {
     // arrow-avro names an enum's symbols in its field's metadata.
     let symbols: Vec<String> = target
         .metadata()
@@ -918,5 +973,44 @@ mod tests {
             error.contains("\"C\" is not one of the enum's symbols"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn enums_inside_records_and_arrays_are_written_from_their_names() {
+        let schema = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "w", "type": {"type": "record", "name": "W", "fields": [
+                {"name": "level", "type": {"type": "enum", "name": "L", "symbols": ["LOW", "HIGH"]}}
+            ]}},
+            {"name": "steps", "type": {"type": "array", "items": "L"}}
+        ]}"#;
+        let format = AvroFormat::new(schema, Framing::None, None).unwrap();
+        // The table's columns hold the enums as text.
+        let levels: ArrayRef = Arc::new(StringArray::from(vec!["HIGH", "LOW"]));
+        let w = StructArray::from(vec![(
+            Arc::new(Field::new("level", DataType::Utf8, false)),
+            levels,
+        )]);
+        let names: ArrayRef = Arc::new(StringArray::from(vec!["HIGH"]));
+        let steps = ListArray::new(
+            Arc::new(Field::new("item", DataType::Utf8, false)),
+            arrow::buffer::OffsetBuffer::from_lengths([1, 0]),
+            names,
+            None,
+        );
+        let batch = RecordBatch::try_from_iter([
+            ("w", Arc::new(w) as ArrayRef),
+            ("steps", Arc::new(steps) as ArrayRef),
+        ])
+        .unwrap();
+        let values = format.encode(&batch).unwrap();
+        // Row 0: HIGH (1, zigzag 2), an array of one block [HIGH] and its end; row 1: LOW, [].
+        assert_eq!(values, vec![vec![0x02, 0x02, 0x02, 0x00], vec![0x00, 0x00]]);
+        let decoded = format
+            .decode(
+                &binary(&[Some(values[0].clone()), Some(values[1].clone())]),
+                true,
+            )
+            .unwrap();
+        assert_eq!(errors(&decoded), vec![None, None]);
     }
 }
