@@ -23,8 +23,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, DictionaryArray, Int32Array, ListArray, RecordBatch,
-    RecordBatchOptions, StringArray, StringBuilder, StructArray, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, BinaryArray, DictionaryArray, Int32Array, ListArray, MapArray,
+    RecordBatch, RecordBatchOptions, StringArray, StringBuilder, StructArray, UInt32Array,
+    new_null_array,
 };
 use arrow::datatypes::Int32Type;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
@@ -423,8 +424,8 @@ fn decode_one(decoder: &mut Decoder, frame: &mut Vec<u8>, datum: &[u8]) -> Resul
 }
 
 /// `column` as arrow-avro's writer takes `target`: an enum (a dictionary of its symbols, in
-/// order) from its symbol names, also inside records and arrays; anything else by a cast that
-/// fails on a value that does not fit.
+/// order) from its symbol names, also inside records, arrays and maps; anything else by a cast
+/// that fails on a value that does not fit.
 fn column_for(column: &ArrayRef, target: &Field) -> Result<ArrayRef, String> {
     match target.data_type() {
         DataType::Dictionary(_, _) => return enum_column(column, target),
@@ -467,6 +468,31 @@ fn column_for(column: &ArrayRef, target: &Field) -> Result<ArrayRef, String> {
             .map(|list| Arc::new(list) as ArrayRef)
             .map_err(|error| error.to_string());
         }
+        DataType::Map(entries, sorted) if holds_enum(target.data_type()) => {
+            let map = column.as_map_opt().ok_or_else(|| {
+                format!("a map is written from a map, not {}", column.data_type())
+            })?;
+            let DataType::Struct(fields) = entries.data_type() else {
+                return Err(format!("map entries of type {}", entries.data_type()));
+            };
+            // Keys and values by position: the names of a map's entries vary between writers.
+            let children = fields
+                .iter()
+                .zip(map.entries().columns())
+                .map(|(field, child)| column_for(child, field))
+                .collect::<Result<Vec<_>, String>>()?;
+            let entries_array = StructArray::try_new(fields.clone(), children, None)
+                .map_err(|error| error.to_string())?;
+            return MapArray::try_new(
+                Arc::clone(entries),
+                map.offsets().clone(),
+                entries_array,
+                map.nulls().cloned(),
+                *sorted,
+            )
+            .map(|map| Arc::new(map) as ArrayRef)
+            .map_err(|error| error.to_string());
+        }
         _ => {}
     }
     // Not arrow's "safe" cast, which turns a value that does not fit into NULL.
@@ -478,12 +504,13 @@ fn column_for(column: &ArrayRef, target: &Field) -> Result<ArrayRef, String> {
         .map_err(|error| error.to_string())
 }
 
-/// Whether an enum is in `data_type`, at any depth of records and arrays.
+/// Whether an enum is in `data_type`, at any depth of records, arrays and maps.
 fn holds_enum(data_type: &DataType) -> bool {
     match data_type {
         DataType::Dictionary(_, _) => true,
         DataType::Struct(fields) => fields.iter().any(|field| holds_enum(field.data_type())),
         DataType::List(item) => holds_enum(item.data_type()),
+        DataType::Map(entries, _) => holds_enum(entries.data_type()),
         _ => false,
     }
 }
@@ -976,12 +1003,13 @@ mod tests {
     }
 
     #[test]
-    fn enums_inside_records_and_arrays_are_written_from_their_names() {
+    fn enums_inside_records_arrays_and_maps_are_written_from_their_names() {
         let schema = r#"{"type": "record", "name": "R", "fields": [
             {"name": "w", "type": {"type": "record", "name": "W", "fields": [
                 {"name": "level", "type": {"type": "enum", "name": "L", "symbols": ["LOW", "HIGH"]}}
             ]}},
-            {"name": "steps", "type": {"type": "array", "items": "L"}}
+            {"name": "steps", "type": {"type": "array", "items": "L"}},
+            {"name": "by", "type": {"type": "map", "values": "L"}}
         ]}"#;
         let format = AvroFormat::new(schema, Framing::None, None).unwrap();
         // The table's columns hold the enums as text.
@@ -997,14 +1025,32 @@ mod tests {
             names,
             None,
         );
+        // A map with other names for its entries than arrow-avro's: {} and {"k": "LOW"}.
+        let mut by = arrow::array::MapBuilder::new(
+            None,
+            arrow::array::StringBuilder::new(),
+            arrow::array::StringBuilder::new(),
+        );
+        by.append(true).unwrap();
+        by.keys().append_value("k");
+        by.values().append_value("LOW");
+        by.append(true).unwrap();
         let batch = RecordBatch::try_from_iter([
             ("w", Arc::new(w) as ArrayRef),
             ("steps", Arc::new(steps) as ArrayRef),
+            ("by", Arc::new(by.finish()) as ArrayRef),
         ])
         .unwrap();
         let values = format.encode(&batch).unwrap();
-        // Row 0: HIGH (1, zigzag 2), an array of one block [HIGH] and its end; row 1: LOW, [].
-        assert_eq!(values, vec![vec![0x02, 0x02, 0x02, 0x00], vec![0x00, 0x00]]);
+        // Row 0: HIGH (1, zigzag 2), an array of one block [HIGH] and its end, an empty map;
+        // row 1: LOW, [], a map of one block: "k" (length 1, zigzag 2) LOW, and its end.
+        assert_eq!(
+            values,
+            vec![
+                vec![0x02, 0x02, 0x02, 0x00, 0x00],
+                vec![0x00, 0x00, 0x02, 0x02, b'k', 0x00, 0x00]
+            ]
+        );
         let decoded = format
             .decode(
                 &binary(&[Some(values[0].clone()), Some(values[1].clone())]),
