@@ -179,10 +179,11 @@ pub fn release_free_memory_unless_warm() -> bool {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long memory a thread freed stays committed for its next allocations before mimalloc
-/// returns it to the operating system. mimalloc 2's default is 10 ms: then each query, arriving a few hundred milliseconds after
-/// the last, found its buffers returned and paid page faults and zeroing for all of them again
-/// (a cold full scan took 86 ms instead of 75 ms when queries came 0.7 s apart). A process
-/// without SQL work returns everything sooner ([`release_free_memory_unless_warm`]).
+/// returns it to the operating system. mimalloc 2's default is 10 ms: then each query,
+/// arriving a few hundred milliseconds after the last, found its buffers returned and paid page
+/// faults and zeroing for all of them again (a cold full scan took 86 ms instead of 75 ms when
+/// queries came 0.7 s apart). A process without SQL work returns everything sooner
+/// ([`release_free_memory_unless_warm`]).
 const PURGE_DELAY_MS: i64 = 10_000;
 
 /// Sets the allocator's options; call once, first thing in `main`.

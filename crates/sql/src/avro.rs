@@ -83,6 +83,9 @@ pub struct AvroFormat {
     schema_id: Option<u32>,
     /// The value columns: the record's fields, every one nullable.
     columns: SchemaRef,
+    /// What arrow-avro's writer takes to encode datums of the schema: the Arrow types its
+    /// reader decodes them as, and the schema text in the metadata.
+    written: SchemaRef,
 }
 
 impl PartialEq for AvroFormat {
@@ -135,6 +138,9 @@ impl AvroFormat {
             framing,
             schema_id,
             columns: Arc::new(Schema::new(fields)),
+            written: Arc::new(Schema::new(decoded.fields().clone()).with_metadata(
+                [(SCHEMA_METADATA_KEY.to_string(), writer_schema.to_string())].into(),
+            )),
         })
     }
 
@@ -251,12 +257,8 @@ impl AvroFormat {
             return Err("writing value columns into Confluent-framed Avro values needs the schema id they carry: set value.avro.schema.id".into());
         };
         let rows = batch.num_rows();
-        // The Arrow types arrow-avro reads this schema as, which its writer takes back.
-        let target = new_decoder(&self.writer_schema, 1)
-            .map_err(|error| error.to_string())?
-            .schema();
-        let mut columns = Vec::with_capacity(target.fields().len());
-        for field in target.fields() {
+        let mut columns = Vec::with_capacity(self.written.fields().len());
+        for field in self.written.fields() {
             let name = field.name();
             let column = match batch.column_by_name(name) {
                 Some(column) => column_for(column, field)
@@ -270,15 +272,13 @@ impl AvroFormat {
             }
             columns.push(column);
         }
-        let schema = Schema::new(target.fields().clone())
-            .with_metadata([(SCHEMA_METADATA_KEY.to_string(), self.writer_schema.clone())].into());
         let batch = RecordBatch::try_new_with_options(
-            Arc::new(schema.clone()),
+            Arc::clone(&self.written),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
         .map_err(|error| error.to_string())?;
-        let mut encoder = WriterBuilder::new(schema)
+        let mut encoder = WriterBuilder::new(self.written.as_ref().clone())
             .with_fingerprint_strategy(FingerprintStrategy::Id(id))
             .build_encoder::<AvroSoeFormat>()
             .map_err(|error| error.to_string())?;
