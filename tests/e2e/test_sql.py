@@ -644,6 +644,48 @@ def test_bad_input_gets_errors_not_crashes(lake, iot, badjson):
     assert status == 400 and "format" in json.loads(body)["error"], body
 
 
+def test_statements_and_values_nested_too_deep_are_errors_not_crashes(lake, iot):
+    """A chain of operators becomes a tree as deep as it is long, which DataFusion walks
+    recursively: a statement that may nest deeper than 2000 is refused with SQLSTATE 54001 (over
+    PostgreSQL, both protocols, and HTTP) before it is parsed, and one at the limit runs. A JSON
+    value nested 300,000 deep is a bad record (NULL fields, an `_error`), not a crash of the
+    thread decoding it. The broker serves on after each."""
+    too_deep = "SELECT " + " + ".join(["1"] * 5000)
+    with pg_connect(lake) as conn:
+        for prepare in (False, True):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(too_deep, prepare=prepare).fetchall()
+            assert e.value.sqlstate == "54001", (prepare, e.value.sqlstate, str(e.value))
+            assert "too complex" in e.value.diag.message_primary, str(e.value)
+            assert "IN (" in (e.value.diag.message_hint or ""), e.value.diag.message_hint
+            # Where the 2000th link passed the limit: "SELECT " then "1 + " per link.
+            assert 7990 <= int(e.value.diag.statement_position) <= 8010, e.value.diag.statement_position
+        # At the limit: 1999 operators under one SELECT, and 900 alternatives of a column.
+        at_limit = "SELECT " + " + ".join(["1"] * 2000)
+        assert conn.execute(at_limit).fetchone() == (2000,)
+        alternatives = " OR ".join(f"_offset = {n}" for n in range(900))
+        assert conn.execute(f"SELECT count(*) FROM iot WHERE {alternatives}").fetchone()[0] > 0
+    status, _, body = http_sql(lake, "SELECT " + " + ".join(["1"] * 100_000))
+    assert status == 400 and "too complex" in json.loads(body)["error"], (status, body[:300])
+
+    topic = "deepjson"
+    create_topic(lake.bootstrap, topic, 1,
+                 config={"value.format": "json", "value.schema": "a BIGINT, s STRING"})
+    # A text field holding nested arrays, which arrow's decoder walks recursively (600 kB).
+    deep = b'{"s":' + b"[" * 300_000 + b"1" + b"]" * 300_000 + b"}"
+    d = produce_all(producer(lake.bootstrap), topic,
+                    [dict(value=b'{"a": 1}', partition=0), dict(value=deep, partition=0),
+                     dict(value=b'{"a": 3}', partition=0)])
+    assert not d.errors, d.errors
+    with pg_connect(lake) as conn:
+        rows = conn.execute(f"SELECT _offset, a, _error FROM {topic} ORDER BY _offset").fetchall()
+        assert conn.execute(f"SELECT count(s) FROM {topic}").fetchone() == (0,)
+        assert [(r[0], r[1]) for r in rows] == [(0, 1), (1, None), (2, 3)], rows
+        assert rows[0][2] is None and rows[2][2] is None, rows
+        assert "nests deeper than 1000" in rows[1][2], rows[1][2]
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_strict_decoding_fails_the_query(lake):
     """With value.decode.strict=true a value that does not decode fails the query instead."""
     topic = "strictjson"

@@ -33,6 +33,12 @@ use crate::rows::OFFSET;
 use crate::scan::TopicScanExec;
 
 pub const CATALOG: &str = "lakestream";
+
+/// Stack of each SQL thread. DataFusion clones, rewrites and drops plans and expressions
+/// recursively, a few hundred bytes of stack per level of nesting (more in debug builds): this
+/// holds statements as deep as `depth::DEPTH_MAX` allows several times over. Untouched stack
+/// costs address space, not memory.
+pub const SQL_STACK_BYTES: usize = 32 << 20;
 pub const SCHEMA: &str = "public";
 
 #[derive(Debug, Clone)]
@@ -97,6 +103,7 @@ impl Engine {
             // queries goes on while heavy ones compute.
             .worker_threads(config.threads.max(1) * 2 + 1)
             .thread_name("lakestream-sql")
+            .thread_stack_size(SQL_STACK_BYTES)
             // Queries yield the CPU to the broker: produce and fetch never wait on SQL.
             .on_thread_start(lower_priority)
             // Memory stays with the process while queries come (no purge between them).
@@ -218,6 +225,7 @@ impl Engine {
     }
 
     async fn begin(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        crate::depth::check(sql)?;
         if let Some((schema, batches)) = crate::ctas::try_run(self, sql).await? {
             let batches = futures::stream::iter(batches.into_iter().map(Ok));
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));

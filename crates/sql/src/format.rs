@@ -288,6 +288,15 @@ fn decode_exact(
             errors.append_value(message);
             continue;
         }
+        if !csv && json_brackets(values.value(row).trim_ascii()) == Brackets::TooDeep {
+            *flag = true;
+            let message = format!("the value nests deeper than {JSON_DEPTH_MAX} levels");
+            if strict {
+                return Err(ArrowError::JsonError(message));
+            }
+            errors.append_value(message);
+            continue;
+        }
         let single = values.slice(row, 1);
         match decode_all(schema, csv, &single, None) {
             Ok(batch) if batch.num_rows() == 1 => errors.append_null(),
@@ -344,17 +353,35 @@ pub(crate) fn flat_columns(
     }
 }
 
+/// Deepest nesting of arrays and objects a JSON value may have. Arrow's JSON decoder turns
+/// nested values into text recursively, so a deeper value (one record can be a megabyte of
+/// brackets) would overflow the stack of the thread decoding it: it is a bad record instead.
+pub const JSON_DEPTH_MAX: usize = 1000;
+
 /// Whether `value` is, as far as its brackets and quotes show, exactly one record that ends
-/// within it: one JSON object with nothing after it, or one CSV line (its final newline
-/// aside). Values that are not go to the decoders one at a time.
+/// within it: one JSON object with nothing after it and no deeper than [`JSON_DEPTH_MAX`], or
+/// one CSV line (its final newline aside). Values that are not go to the decoders one at a
+/// time.
 fn one_record(value: &[u8], csv: bool) -> bool {
     if csv {
         return one_csv_line(value);
     }
     let text = value.trim_ascii();
-    if text.first() != Some(&b'{') {
-        return false;
-    }
+    text.first() == Some(&b'{') && json_brackets(text) == Brackets::OneValue
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Brackets {
+    /// The first value closes at the end of the text.
+    OneValue,
+    /// Something follows the first value, or it does not close.
+    NotOne,
+    /// The brackets nest deeper than [`JSON_DEPTH_MAX`].
+    TooDeep,
+}
+
+/// How the brackets of JSON `text` (which starts with its first value) nest, quotes aside.
+fn json_brackets(text: &[u8]) -> Brackets {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for (at, &byte) in text.iter().enumerate() {
         if in_string {
@@ -368,17 +395,26 @@ fn one_record(value: &[u8], csv: bool) -> bool {
         }
         match byte {
             b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > JSON_DEPTH_MAX {
+                    return Brackets::TooDeep;
+                }
+            }
             b'}' | b']' => {
-                depth -= 1;
+                depth = depth.saturating_sub(1);
                 if depth == 0 {
-                    return at + 1 == text.len();
+                    return if at + 1 == text.len() {
+                        Brackets::OneValue
+                    } else {
+                        Brackets::NotOne
+                    };
                 }
             }
             _ => {}
         }
     }
-    false
+    Brackets::NotOne
 }
 
 /// Whether the CSV reader (comma-separated, `"` quotes, no escape character) reads `value` as
@@ -543,6 +579,48 @@ mod tests {
             strict: true,
         };
         assert!(decode(&strict, &bad).is_err());
+    }
+
+    #[test]
+    fn a_value_nested_too_deep_is_a_bad_record_not_a_stack_overflow() {
+        let schema: SchemaRef = Arc::new(parse_schema("device STRING").unwrap());
+        // A text field holding nested arrays: arrow's decoder turns them into text, recursively.
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"device":{}1{}}}"#,
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            )
+        };
+        // Deep enough to overflow any thread's stack in that walk.
+        let deep = nested(200_000);
+        let fits = nested(JSON_DEPTH_MAX);
+        let rows = values(&[Some(r#"{"device":"a"}"#), Some(&deep), Some(&fits)]);
+        let format = ValueFormat::Json {
+            schema: schema.clone(),
+            strict: false,
+        };
+        let decoded = decode(&format, &rows).unwrap();
+        let device = decoded.columns[0].as_string::<i32>();
+        let errors = decoded.errors.as_string::<i32>();
+        assert_eq!(device.value(0), "a");
+        assert!(errors.is_null(0) && device.is_null(1));
+        // As deep as allowed: arrow's decoder has its say (it does not take arrays as text).
+        assert!(
+            !errors.value(2).contains("nests deeper"),
+            "{}",
+            errors.value(2)
+        );
+        assert_eq!(errors.value(1), "the value nests deeper than 1000 levels");
+        let strict = ValueFormat::Json {
+            schema,
+            strict: true,
+        };
+        let Err(error) = decode(&strict, &rows) else {
+            panic!("a strict topic fails on the deep value");
+        };
+        let error = error.to_string();
+        assert!(error.contains("nests deeper than 1000"), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod avro;
 pub mod catalog;
 pub mod ctas;
+pub mod depth;
 pub mod engine;
 pub mod format;
 pub mod insert;

@@ -33,6 +33,7 @@ pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 pub const DATA_EXCEPTION: &str = "22000";
 pub const OUT_OF_MEMORY: &str = "53200";
 pub const QUERY_CANCELED: &str = "57014";
+pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 pub const INTERNAL_ERROR: &str = "XX000";
 
 /// One error as a PostgreSQL client sees it.
@@ -140,10 +141,20 @@ pub fn from_datafusion(
             format!("the query needs more memory than it may use: {message}"),
         ),
         DataFusionError::Execution(message) => from_execution_message(message),
-        DataFusionError::External(external) => match external.downcast_ref::<ArrowError>() {
-            Some(arrow) => from_arrow(arrow),
-            None => PgError::new(INTERNAL_ERROR, root.message()),
-        },
+        DataFusionError::External(external) => {
+            if let Some(arrow) = external.downcast_ref::<ArrowError>() {
+                from_arrow(arrow)
+            } else if let Some(deep) = external.downcast_ref::<crate::depth::TooDeep>() {
+                return PgError {
+                    code: STATEMENT_TOO_COMPLEX,
+                    message: deep.to_string(),
+                    position: Some(deep.position),
+                    hint: Some(crate::depth::HINT.to_string()),
+                };
+            } else {
+                PgError::new(INTERNAL_ERROR, root.message())
+            }
+        }
         _ => PgError::new(INTERNAL_ERROR, root.message()),
     };
     match unknown(root) {

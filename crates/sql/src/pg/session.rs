@@ -99,6 +99,13 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        crate::depth::check(query).map_err(|error| {
+            to_pg(
+                PgWireError::ApiError(Box::new(error)),
+                Some(query),
+                &self.engine,
+            )
+        })?;
         let cancelled = self.cancelled();
         let responses = tokio::select! {
             biased;
@@ -204,6 +211,13 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        crate::depth::check(sql).map_err(|error| {
+            to_pg(
+                PgWireError::ApiError(Box::new(error)),
+                Some(sql),
+                &self.engine,
+            )
+        })?;
         self.inner
             .parse_sql(client, sql, types)
             .await
