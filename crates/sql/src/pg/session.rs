@@ -99,13 +99,7 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        crate::depth::check(query).map_err(|error| {
-            to_pg(
-                PgWireError::ApiError(Box::new(error)),
-                Some(query),
-                &self.engine,
-            )
-        })?;
+        refuse_too_deep(query, &self.engine)?;
         let cancelled = self.cancelled();
         let responses = tokio::select! {
             biased;
@@ -211,13 +205,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        crate::depth::check(sql).map_err(|error| {
-            to_pg(
-                PgWireError::ApiError(Box::new(error)),
-                Some(sql),
-                &self.engine,
-            )
-        })?;
+        refuse_too_deep(sql, &self.engine)?;
         self.inner
             .parse_sql(client, sql, types)
             .await
@@ -238,6 +226,12 @@ impl QueryParser for Parser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         self.inner.get_result_schema(statement, column_format)
     }
+}
+
+/// 54001 for a statement that may nest too deeply to plan (`crate::depth`).
+fn refuse_too_deep(sql: &str, engine: &Weak<Engine>) -> PgWireResult<()> {
+    crate::depth::check(sql)
+        .map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), engine))
 }
 
 /// An error of DataFusion or of the SQL parser as PostgreSQL would report it for `sql`.
