@@ -251,25 +251,16 @@ mod tests {
         // Near the 100th `+`: "SELECT " then "1 + " per link.
         assert!((390..=410).contains(&position), "{position}");
 
-        let ors = (0..60)
-            .map(|i| format!("a = {i}"))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let ors = joined(60, |i| format!("a = {i}"), " OR ");
         assert!(bound_passes(&format!("SELECT * FROM t WHERE {ors}"), 100));
         assert!(!bound_passes(&format!("SELECT * FROM t WHERE {ors}"), 130));
 
         let unions = vec!["SELECT 1"; 120].join(" UNION ALL ");
         assert!(bound_passes(&unions, 100));
-        let joins = (0..120)
-            .map(|i| format!("JOIN t{i} ON t{i}.x = t.x"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let joins = joined(120, |i| format!("JOIN t{i} ON t{i}.x = t.x"), " ");
         assert!(bound_passes(&format!("SELECT * FROM t {joins}"), 100));
-        let from = (0..120).map(|i| format!("t{i}")).collect::<Vec<_>>();
-        assert!(bound_passes(
-            &format!("SELECT * FROM {}", from.join(", ")),
-            100
-        ));
+        let from = joined(120, |i| format!("t{i}"), ", ");
+        assert!(bound_passes(&format!("SELECT * FROM {from}"), 100));
     }
 
     #[test]

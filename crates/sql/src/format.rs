@@ -272,48 +272,43 @@ fn decode_exact(
     // blanked.
     let mut bad = vec![false; rows];
     let mut errors = StringBuilder::new();
+    // What is wrong with a value: the text for `_error`, and the error of a strict topic.
+    let text_and =
+        |text: String, error: fn(String) -> ArrowError| Some((text.clone(), error(text)));
     for (row, flag) in bad.iter_mut().enumerate() {
         if values.is_null(row) {
             errors.append_null();
             continue;
         }
-        // The CSV decoder takes an unclosed quote to the end of the value as if it were closed,
-        // and so would it the next line in.
-        if csv && !one_csv_line(values.value(row)) {
-            *flag = true;
-            let message = "the value is not one CSV line: a quote is not closed, or a line break is outside quotes";
-            if strict {
-                return Err(ArrowError::CsvError(message.into()));
+        let value = values.value(row);
+        let problem = if csv && !one_csv_line(value) {
+            // The CSV decoder takes an unclosed quote to the end of the value as if it were
+            // closed, and so would it the next line in.
+            text_and(
+                "the value is not one CSV line: a quote is not closed, or a line break is outside quotes".into(),
+                ArrowError::CsvError,
+            )
+        } else if !csv && json_brackets(value.trim_ascii()) == Brackets::TooDeep {
+            text_and(
+                format!("the value nests deeper than {JSON_DEPTH_MAX} levels"),
+                ArrowError::JsonError,
+            )
+        } else {
+            match decode_all(schema, csv, &values.slice(row, 1), None) {
+                Ok(batch) if batch.num_rows() == 1 => None,
+                Ok(batch) => text_and(
+                    format!("the value holds {} records, not one", batch.num_rows()),
+                    ArrowError::JsonError,
+                ),
+                Err(error) => Some((error.to_string(), error)),
             }
-            errors.append_value(message);
-            continue;
-        }
-        if !csv && json_brackets(values.value(row).trim_ascii()) == Brackets::TooDeep {
-            *flag = true;
-            let message = format!("the value nests deeper than {JSON_DEPTH_MAX} levels");
-            if strict {
-                return Err(ArrowError::JsonError(message));
-            }
-            errors.append_value(message);
-            continue;
-        }
-        let single = values.slice(row, 1);
-        match decode_all(schema, csv, &single, None) {
-            Ok(batch) if batch.num_rows() == 1 => errors.append_null(),
-            Ok(batch) => {
+        };
+        match problem {
+            None => errors.append_null(),
+            Some((_, error)) if strict => return Err(error),
+            Some((text, _)) => {
                 *flag = true;
-                let message = format!("the value holds {} records, not one", batch.num_rows());
-                if strict {
-                    return Err(ArrowError::JsonError(message));
-                }
-                errors.append_value(message);
-            }
-            Err(error) => {
-                *flag = true;
-                if strict {
-                    return Err(error);
-                }
-                errors.append_value(error.to_string());
+                errors.append_value(text);
             }
         }
     }
