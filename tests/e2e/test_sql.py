@@ -686,6 +686,64 @@ def test_statements_and_values_nested_too_deep_are_errors_not_crashes(lake, iot)
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_statements_too_large_to_plan_are_refused_before_planning(lake, iot):
+    """Planning cost can grow much faster than a statement's text: common table expressions (or
+    views) that each use the one before twice stand for 2^n scans (16 of them took 30 s and
+    2.9 GiB to plan), and joins cost about n^3 to plan. A statement that reads more than 1000
+    tables once its common table expressions and views are expanded is refused before it is
+    planned, a view whose plan has more than 2000 nodes when it is created, and a plan with
+    more than 64 joins and subqueries before the optimizer sees it: SQLSTATE 54001 on both
+    PostgreSQL protocols and over HTTP. 64 joins still run."""
+    ctes = ["c0 AS (SELECT _offset FROM iot)"] + [
+        f"c{i} AS (SELECT _offset FROM c{i - 1} UNION ALL SELECT _offset FROM c{i - 1})"
+        for i in range(1, 41)]
+    doubling = "WITH " + ", ".join(ctes) + " SELECT count(*) FROM c40"
+
+    def joins(n):
+        return "SELECT count(*) FROM iot t0" + "".join(
+            f" JOIN iot t{i} ON t{i - 1}._partition = t{i}._partition AND t{i - 1}._offset = t{i}._offset"
+            for i in range(1, n + 1)) + " WHERE t0._offset < 100"
+
+    subqueries = "SELECT count(*) FROM iot WHERE " + " AND ".join(
+        f"_offset IN (SELECT _offset FROM iot WHERE _offset >= {i})" for i in range(65))
+    with pg_connect(lake) as conn:
+        for sql, what in ((doubling, "tables"), (joins(65), "joins"), (subqueries, "joins")):
+            for prepare in (False, True):
+                with pytest.raises(psycopg.Error) as e:
+                    conn.execute(sql, prepare=prepare).fetchall()
+                assert e.value.sqlstate == "54001", (prepare, e.value.sqlstate, str(e.value))
+                message = e.value.diag.message_primary
+                assert "too complex to plan" in message and what in message, message
+                assert "CREATE TABLE" in (e.value.diag.message_hint or ""), e.value.diag.message_hint
+        # EXPLAIN plans the statement too.
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("EXPLAIN " + doubling).fetchall()
+        assert e.value.sqlstate == "54001", str(e.value)
+        first = conn.execute("SELECT count(*) FROM iot WHERE _offset < 100").fetchone()
+        assert first[0] > 0 and conn.execute(joins(64)).fetchone() == first
+        total = conn.execute("SELECT count(*) FROM iot").fetchone()
+        assert conn.execute(f"WITH {ctes[0]}, {ctes[1]} SELECT count(*) FROM c1").fetchone() == (2 * total[0],)
+        # Views: each reads the one before twice; the ninth's plan is too large to keep.
+        conn.execute("CREATE VIEW v0 AS SELECT _offset FROM iot")
+        for i in range(1, 9):
+            conn.execute(f"CREATE VIEW v{i} AS SELECT _offset FROM v{i - 1} UNION ALL SELECT _offset FROM v{i - 1}")
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("CREATE VIEW v9 AS SELECT _offset FROM v8 UNION ALL SELECT _offset FROM v8")
+        assert e.value.sqlstate == "54001" and "plan steps" in e.value.diag.message_primary, str(e.value)
+        assert conn.execute("SELECT count(*) FROM v2").fetchone() == (4 * total[0],)
+        # Four uses of v8 read 4 * 256 tables.
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT count(*) FROM v8, v8 a, v8 b, v8 c").fetchall()
+        assert e.value.sqlstate == "54001" and "tables" in e.value.diag.message_primary, str(e.value)
+    status, _, body = http_sql(lake, doubling)
+    error = json.loads(body)["error"]
+    assert status == 400 and "too complex to plan" in error and "caused by" not in error, (status, error)
+    status, _, body = http_sql(lake, "CREATE TABLE big WITH (format = 'parquet') AS " + joins(65))
+    assert status == 400 and "too complex to plan" in json.loads(body)["error"], (status, body[:300])
+    with pg_connect(lake) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_strict_decoding_fails_the_query(lake):
     """With value.decode.strict=true a value that does not decode fails the query instead."""
     topic = "strictjson"

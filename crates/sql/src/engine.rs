@@ -15,6 +15,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::optimizer::{Analyzer, AnalyzerRule};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -146,6 +147,7 @@ impl Engine {
             .with_config(session)
             .with_runtime_env(runtime_env)
             .with_default_features()
+            .with_analyzer_rules(analyzer_rules())
             .with_physical_optimizer_rule(Arc::new(LatestRows))
             .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .build();
@@ -225,7 +227,7 @@ impl Engine {
     }
 
     async fn begin(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        crate::depth::check(sql)?;
+        self.check_text(sql)?;
         if let Some((schema, batches)) = crate::ctas::try_run(self, sql).await? {
             let batches = futures::stream::iter(batches.into_iter().map(Ok));
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));
@@ -240,8 +242,24 @@ impl Engine {
         Ok((schema, batches))
     }
 
+    /// Refuses `sql` before it is planned if it is too complex ([`crate::plan_size::check_text`]),
+    /// with the views of the `public` schema.
+    pub fn check_text(&self, sql: &str) -> Result<()> {
+        crate::plan_size::check_text(sql, &|name| self.topics.tables_read_by_view(name))
+    }
+
     /// Adds what helps: the topics that exist, when a table is unknown.
     pub fn explain(&self, error: DataFusionError) -> DataFusionError {
+        if let DataFusionError::External(root) = error.find_root()
+            && root.is::<crate::plan_size::TooLarge>()
+        {
+            // Not "plan_size caused by External error: ...".
+            let mut error = error;
+            while let DataFusionError::Context(_, inner) = error {
+                error = *inner;
+            }
+            return error;
+        }
         if crate::sqlstate::unknown_table(&error).is_none() {
             return error;
         }
@@ -254,6 +272,16 @@ impl Engine {
             .trim_end();
         DataFusionError::Plan(format!("{text}\n{}", self.topics.hint()))
     }
+}
+
+/// DataFusion's analyzer rules, after [`PlanSize`](crate::plan_size::PlanSize): every plan is
+/// measured before anything rewrites it, on every way in (HTTP, the CLI, both PostgreSQL
+/// protocols, CTAS, `INSERT`, `EXPLAIN`).
+fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
+    let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
+        vec![Arc::new(crate::plan_size::PlanSize)];
+    rules.extend(Analyzer::new().rules);
+    rules
 }
 
 /// Makes the calling thread the kernel's last choice when the broker's threads want the CPU.

@@ -16,6 +16,7 @@ pub mod format;
 pub mod insert;
 pub mod json_fast;
 pub mod pg;
+pub mod plan_size;
 pub mod provider;
 pub mod rows;
 pub mod scan;

@@ -62,6 +62,13 @@ impl TopicSchema {
             .collect()
     }
 
+    /// How many tables the view `name` reads, its views expanded (`None`: not a view).
+    pub fn tables_read_by_view(&self, name: &str) -> Option<usize> {
+        let tables = self.tables.lock();
+        let plan = tables.get(name)?.get_logical_plan()?;
+        Some(crate::plan_size::tables_read(&plan))
+    }
+
     /// The hint an unknown table gets: the topics that exist.
     pub fn hint(&self) -> String {
         format!("HINT: {}", self.topics_hint())
@@ -243,6 +250,8 @@ impl SchemaProvider for TopicSchema {
         if self.broker.topics.get(&name).is_some() {
             return Err(DataFusionError::Plan(format!("{name} is a topic")));
         }
+        // A view is inlined wherever it is named: its plan is bounded once, here.
+        crate::plan_size::check_view(table.as_ref())?;
         Ok(self.tables.lock().insert(name, table))
     }
 

@@ -151,6 +151,13 @@ pub fn from_datafusion(
                     position: Some(deep.position),
                     hint: Some(crate::depth::HINT.to_string()),
                 };
+            } else if let Some(large) = external.downcast_ref::<crate::plan_size::TooLarge>() {
+                return PgError {
+                    code: STATEMENT_TOO_COMPLEX,
+                    message: large.to_string(),
+                    position: None,
+                    hint: Some(crate::plan_size::HINT.to_string()),
+                };
             } else {
                 PgError::new(INTERNAL_ERROR, root.message())
             }

@@ -99,7 +99,7 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        refuse_too_deep(query, &self.engine)?;
+        refuse_too_complex(query, &self.engine)?;
         let cancelled = self.cancelled();
         let responses = tokio::select! {
             biased;
@@ -205,7 +205,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        refuse_too_deep(sql, &self.engine)?;
+        refuse_too_complex(sql, &self.engine)?;
         self.inner
             .parse_sql(client, sql, types)
             .await
@@ -228,9 +228,13 @@ impl QueryParser for Parser {
     }
 }
 
-/// 54001 for a statement that may nest too deeply to plan (`crate::depth`).
-fn refuse_too_deep(sql: &str, engine: &Weak<Engine>) -> PgWireResult<()> {
-    crate::depth::check(sql)
+/// 54001 for a statement that may nest too deeply or read too many tables to plan
+/// (`crate::plan_size::check_text`).
+fn refuse_too_complex(sql: &str, engine: &Weak<Engine>) -> PgWireResult<()> {
+    engine
+        .upgrade()
+        .ok_or_else(super::stopping)?
+        .check_text(sql)
         .map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), engine))
 }
 

@@ -1,0 +1,454 @@
+//! A bound on the work of planning a statement, checked on its logical plan before any rewrite.
+//!
+//! DataFusion's optimizer is fast for the statements people write, but some cost grows much
+//! faster than their text:
+//! - common table expressions (or views) that each use the one before twice stand for a plan
+//!   that doubles with each of them: 16 of them, a few hundred bytes of SQL, took 30 s and
+//!   2.9 GiB;
+//! - a join of n relations takes about n³ (128 joins: 1.6 s; 256 `FROM` items: 2.5 s; 2,000,
+//!   which the nesting bound of [`crate::depth`] allows, would take hours);
+//! - a union of n branches takes about n² (1,900 branches: 3.4 s).
+//!
+//! Planning does not yield, so a client that disconnects cannot stop it, and each such
+//! statement holds one of the SQL threads. So two checks refuse such statements with SQLSTATE
+//! 54001 (statement too complex):
+//! - [`check_text`], before a statement is planned (with [`crate::depth::check`]): the SQL
+//!   planner itself copies a common table expression's plan into each use, so a statement may
+//!   read at most [`RELATIONS_MAX`] tables once they are expanded, which is counted on the
+//!   parsed text.
+//! - [`check_view`], when a view is created: the planner copies a view's plan into each use
+//!   too, so a view's plan may have at most [`NODES_MAX`] nodes.
+//! - [`PlanSize`], the first analyzer rule, on every logical plan before the optimizer rewrites
+//!   it: at most [`NODES_MAX`] plan nodes and [`JOINS_MAX`] joins and subqueries.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use datafusion::catalog::TableProvider;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Query, Visit, Visitor};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// The most tables a statement may read once its common table expressions and views are
+/// expanded, each use of one reading what its definition reads.
+pub const RELATIONS_MAX: usize = 1000;
+
+/// The most plan nodes a statement (or a view) may have: a union of about 1,000 `SELECT`s
+/// (about 1 s to plan in the release build).
+pub const NODES_MAX: usize = 2000;
+
+/// The most joins a statement may have, subqueries in expressions counted as joins (the
+/// optimizer turns most into joins): 65 relations joined plan in about 0.2 s.
+pub const JOINS_MAX: usize = 64;
+
+/// A statement refused because planning it could take too long.
+#[derive(Debug, thiserror::Error)]
+pub enum TooLarge {
+    #[error(
+        "the statement is too complex to plan: it reads more than {RELATIONS_MAX} tables once its common table expressions and views are expanded ({relations})"
+    )]
+    Relations { relations: usize },
+    #[error(
+        "the statement is too complex to plan: it has more than {NODES_MAX} plan steps once its common table expressions and views are expanded ({nodes})"
+    )]
+    Nodes { nodes: usize },
+    #[error(
+        "the statement is too complex to plan: it has more than {JOINS_MAX} joins and subqueries ({joins})"
+    )]
+    Joins { joins: usize },
+}
+
+/// What to do about [`TooLarge`].
+pub const HINT: &str =
+    "split the statement, or keep an intermediate result with CREATE TABLE ... AS and query that";
+
+/// How many tables a view reads, by the view's name (`None`: not a view).
+pub type Views<'a> = &'a dyn Fn(&str) -> Option<usize>;
+
+/// Refuses `sql` before it is planned if it nests too deeply ([`crate::depth::check`]) or reads
+/// more than [`RELATIONS_MAX`] tables once its common table expressions and `views` are
+/// expanded. Text that does not parse passes: the planner reports it.
+pub fn check_text(sql: &str, views: Views<'_>) -> Result<()> {
+    crate::depth::check(sql)?;
+    let dialect = PostgreSqlDialect {};
+    let relations = match DFParser::parse_sql_with_dialect(sql, &dialect) {
+        Ok(statements) => statements
+            .iter()
+            .map(|statement| expanded_relations(statement, views))
+            .max(),
+        // `CREATE TABLE ... WITH (...) AS` is only sqlparser's (`crate::ctas`).
+        Err(_) => match Parser::parse_sql(&dialect, sql) {
+            Ok(statements) => statements
+                .iter()
+                .map(|statement| read_by(views, |c| statement.visit(c)))
+                .max(),
+            Err(_) => None,
+        },
+    };
+    match relations {
+        Some(relations) if relations > RELATIONS_MAX => {
+            Err(DataFusionError::External(Box::new(TooLarge::Relations {
+                relations,
+            })))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The tables `statement` reads, common table expressions and views expanded.
+fn expanded_relations(statement: &DfStatement, views: Views<'_>) -> usize {
+    match statement {
+        DfStatement::Statement(statement) => read_by(views, |c| statement.visit(c)),
+        DfStatement::Explain(explain) => expanded_relations(&explain.statement, views),
+        DfStatement::CopyTo(copy) => match &copy.source {
+            CopyToSource::Query(query) => read_by(views, |c| query.visit(c)),
+            CopyToSource::Relation(_) => 1,
+        },
+        _ => 0,
+    }
+}
+
+/// The tables read by what `visit` walks, common table expressions and views expanded.
+fn read_by(views: Views<'_>, visit: impl FnOnce(&mut Expansion) -> ControlFlow<()>) -> usize {
+    let mut expansion = Expansion {
+        views,
+        definitions: HashMap::new(),
+        weights: HashMap::new(),
+        open: Vec::new(),
+        total: 0,
+    };
+    let _ = visit(&mut expansion);
+    expansion.total
+}
+
+/// Counts the tables a statement reads as the planner expands it, from its syntax tree: each
+/// use of a common table expression reads what its definition read. Names are matched across
+/// scopes, so a shadowed name may count more than is read, never less.
+struct Expansion<'a> {
+    views: Views<'a>,
+    /// The queries that define a common table expression, by address, with its name.
+    definitions: HashMap<*const Query, String>,
+    /// What a use of each common table expression reads.
+    weights: HashMap<String, usize>,
+    /// The queries being walked, innermost last: the name each defines, and what it read.
+    open: Vec<(Option<String>, usize)>,
+    /// What the statement reads outside the definitions.
+    total: usize,
+}
+
+impl Expansion<'_> {
+    fn add(&mut self, read: usize) {
+        match self.open.last_mut() {
+            Some((_, so_far)) => *so_far = so_far.saturating_add(read),
+            None => self.total = self.total.saturating_add(read),
+        }
+    }
+}
+
+impl Visitor for Expansion<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        for cte in query.with.iter().flat_map(|with| &with.cte_tables) {
+            let name = normalized(&cte.alias.name);
+            self.definitions
+                .insert(std::ptr::from_ref(cte.query.as_ref()), name);
+        }
+        let defines = self.definitions.get(&std::ptr::from_ref(query)).cloned();
+        self.open.push((defines, 0));
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        match self.open.pop() {
+            // A definition reads nothing until it is used.
+            Some((Some(name), read)) => {
+                self.weights.insert(name, read.max(1));
+            }
+            Some((None, read)) => self.add(read),
+            None => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        let name = relation
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .map(normalized);
+        let cte = match relation.0.len() {
+            1 => name
+                .as_ref()
+                .and_then(|name| self.weights.get(name))
+                .copied(),
+            _ => None,
+        };
+        let view = || name.as_deref().and_then(self.views);
+        self.add(cte.or_else(view).unwrap_or(1).max(1));
+        ControlFlow::Continue(())
+    }
+}
+
+/// A name as the planner compares it: folded to lower case unless quoted.
+fn normalized(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// The analyzer rule that refuses a [`TooLarge`] plan; it must run first.
+#[derive(Debug, Default)]
+pub struct PlanSize;
+
+impl AnalyzerRule for PlanSize {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        check(&plan)?;
+        Ok(plan)
+    }
+
+    fn name(&self) -> &str {
+        "plan_size"
+    }
+}
+
+/// Refuses `plan` if it is [`TooLarge`].
+pub fn check(plan: &LogicalPlan) -> Result<()> {
+    let size = measure(plan)?;
+    let too_large = if size.nodes > NODES_MAX {
+        TooLarge::Nodes { nodes: size.nodes }
+    } else if size.joins > JOINS_MAX {
+        TooLarge::Joins { joins: size.joins }
+    } else {
+        return Ok(());
+    };
+    Err(DataFusionError::External(Box::new(too_large)))
+}
+
+/// Refuses a view whose plan is [`TooLarge`] when it is created, so that each view a statement
+/// names stands for a bounded plan; returns how many tables it reads (`None`: not a view).
+pub fn check_view(table: &dyn TableProvider) -> Result<Option<usize>> {
+    let Some(plan) = table.get_logical_plan() else {
+        return Ok(None);
+    };
+    check(&plan)?;
+    Ok(Some(tables_read(&plan)))
+}
+
+/// How many tables `plan` reads, views expanded.
+pub fn tables_read(plan: &LogicalPlan) -> usize {
+    measure(plan).map_or(usize::MAX, |size| size.scans)
+}
+
+/// What a plan holds (saturating).
+#[derive(Clone, Copy)]
+struct Size {
+    nodes: usize,
+    joins: usize,
+    /// Table scans (a view's counted as the scans of its plan).
+    scans: usize,
+}
+
+impl Size {
+    fn add(self, other: Size) -> Size {
+        Size {
+            nodes: self.nodes.saturating_add(other.nodes),
+            joins: self.joins.saturating_add(other.joins),
+            scans: self.scans.saturating_add(other.scans),
+        }
+    }
+
+    const ZERO: Size = Size {
+        nodes: 0,
+        joins: 0,
+        scans: 0,
+    };
+
+    /// A node by itself.
+    fn of_node(plan: &LogicalPlan) -> Size {
+        Size {
+            nodes: 1,
+            joins: usize::from(matches!(plan, LogicalPlan::Join(_))),
+            scans: 0,
+        }
+    }
+}
+
+/// The size of `plan`, views and subqueries included.
+fn measure(plan: &LogicalPlan) -> Result<Size> {
+    let mut size = Size::of_node(plan);
+    for input in plan.inputs() {
+        size = size.add(measure(input)?);
+    }
+    plan.apply_subqueries(|subquery| {
+        // The optimizer makes most subqueries joins; `subquery` is the subquery's own node.
+        size = size.add(Size::of_node(subquery)).add(Size {
+            joins: 1,
+            ..Size::ZERO
+        });
+        for input in subquery.inputs() {
+            size = size.add(measure(input)?);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let LogicalPlan::TableScan(scan) = plan {
+        // A view's plan is inlined where it is scanned.
+        size = match scan.source.get_logical_plan() {
+            Some(view) => size.add(measure(&view)?),
+            None => size.add(Size {
+                scans: 1,
+                ..Size::ZERO
+            }),
+        };
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    /// The size of `sql`'s logical plan over a table `t`, as written (before any rewrite).
+    async fn size_of(sql: &str) -> Size {
+        let context = SessionContext::new();
+        context
+            .sql("CREATE TABLE t (a BIGINT, b TEXT)")
+            .await
+            .unwrap();
+        let plan = context.state().create_logical_plan(sql).await.unwrap();
+        measure(&plan).unwrap()
+    }
+
+    fn joins(n: usize) -> String {
+        let mut sql = "SELECT count(*) FROM t t0".to_string();
+        for i in 1..=n {
+            sql += &format!(" JOIN t t{i} ON t{}.a = t{i}.a", i - 1);
+        }
+        sql
+    }
+
+    /// Common table expressions that each use the one before twice: 2^n scans of `t`.
+    fn doubling(n: usize) -> String {
+        let mut ctes = vec!["c0 AS (SELECT a FROM t)".to_string()];
+        for i in 1..=n {
+            ctes.push(format!(
+                "c{i} AS (SELECT a FROM c{p} UNION ALL SELECT a FROM c{p})",
+                p = i - 1
+            ));
+        }
+        format!("WITH {} SELECT count(*) FROM c{n}", ctes.join(", "))
+    }
+
+    #[tokio::test]
+    async fn joins_and_subqueries_are_counted() {
+        assert_eq!(size_of(&joins(3)).await.joins, 3);
+        assert_eq!(size_of("SELECT * FROM t, t u, t v").await.joins, 2);
+        let subqueries = "SELECT a FROM t WHERE a IN (SELECT a FROM t) \
+                          AND EXISTS (SELECT 1 FROM t u WHERE u.a = t.a) \
+                          AND b = (SELECT max(b) FROM t)";
+        assert_eq!(size_of(subqueries).await.joins, 3);
+        assert_eq!(size_of("SELECT a FROM t WHERE a > 1").await.joins, 0);
+    }
+
+    #[tokio::test]
+    async fn a_view_stands_for_its_expanded_plan_and_is_refused_past_the_limit() {
+        let context = SessionContext::new();
+        context
+            .sql("CREATE TABLE t (a BIGINT, b TEXT)")
+            .await
+            .unwrap();
+        context
+            .sql("CREATE VIEW v0 AS SELECT a FROM t")
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        for i in 1..=9 {
+            let p = i - 1;
+            let view =
+                format!("CREATE VIEW v{i} AS SELECT a FROM v{p} UNION ALL SELECT a FROM v{p}");
+            context.sql(&view).await.unwrap();
+            let table = context.table_provider(format!("v{i}")).await.unwrap();
+            read.push(check_view(table.as_ref()));
+        }
+        // Each view reads twice what the one before reads; the ninth has too many nodes.
+        let tables: Vec<_> = read[..8]
+            .iter()
+            .map(|r| r.as_ref().unwrap().unwrap())
+            .collect();
+        assert_eq!(tables, [2, 4, 8, 16, 32, 64, 128, 256]);
+        assert!(matches!(&read[8], Err(DataFusionError::External(e)) if e.is::<TooLarge>()));
+        let plain = context.table_provider("t").await.unwrap();
+        assert!(check_view(plain.as_ref()).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_text_check_counts_each_use_of_a_common_table_expression() {
+        let relations = |sql: &str| {
+            let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).unwrap();
+            expanded_relations(&statements[0], &|_| None)
+        };
+        assert_eq!(relations("SELECT * FROM t JOIN u ON t.a = u.a"), 2);
+        // c0 reads 1; c1 uses c0 twice: 2; C2 (unquoted: c2) uses c1 twice: 4; used 3 times.
+        let sql = "WITH c0 AS (SELECT a FROM t), c1 AS (SELECT a FROM c0, c0 x), \
+                   C2 AS (SELECT * FROM c1 UNION ALL SELECT * FROM c1) \
+                   SELECT * FROM c2, c2 y WHERE a IN (SELECT a FROM c2)";
+        assert_eq!(relations(sql), 12);
+        assert_eq!(relations(&format!("EXPLAIN {sql}")), 12);
+        // An unused definition reads nothing; a recursive one reads itself once.
+        assert_eq!(relations("WITH c AS (SELECT * FROM t, u) SELECT 1"), 0);
+        let recursive = "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 5) \
+                         SELECT * FROM r";
+        assert_eq!(relations(recursive), 1);
+        assert!(check_text(&doubling(9), &|_| None).is_ok());
+        let refused = check_text(&doubling(10), &|_| None).unwrap_err();
+        assert!(
+            refused.to_string().contains("reads more than 1000 tables"),
+            "{refused}"
+        );
+        // 2^60 tables: counted, not expanded; CTAS with options is checked too.
+        assert!(check_text(&doubling(60), &|_| None).is_err());
+        let ctas = format!(
+            "CREATE TABLE x WITH (format = 'parquet') AS {}",
+            doubling(12)
+        );
+        assert!(check_text(&ctas, &|_| None).is_err());
+        // A view counts the tables it reads.
+        let views = |name: &str| (name == "v").then_some(400);
+        assert!(check_text("SELECT * FROM v, v x", &views).is_ok());
+        assert!(check_text("SELECT * FROM v, public.v x, V y", &views).is_err());
+        assert!(check_text("SELECT * FROM \"V\", \"V\" x, \"V\" y", &views).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_rule_refuses_what_is_too_large_and_passes_the_rest() {
+        let context = SessionContext::new();
+        context
+            .sql("CREATE TABLE t (a BIGINT, b TEXT)")
+            .await
+            .unwrap();
+        let plan = |sql: String| {
+            let state = context.state();
+            async move { state.create_logical_plan(&sql).await.unwrap() }
+        };
+        let refused = |result: Result<LogicalPlan>| match result {
+            Err(DataFusionError::External(error)) => error.downcast::<TooLarge>().unwrap(),
+            other => panic!("not refused: {other:?}"),
+        };
+        let config = ConfigOptions::default();
+        let rule = PlanSize;
+        assert!(rule.analyze(plan(joins(JOINS_MAX)).await, &config).is_ok());
+        let error = refused(rule.analyze(plan(joins(JOINS_MAX + 1)).await, &config));
+        assert!(matches!(*error, TooLarge::Joins { joins } if joins == JOINS_MAX + 1));
+        assert!(rule.analyze(plan(doubling(6)).await, &config).is_ok());
+        let error = refused(rule.analyze(plan(doubling(9)).await, &config));
+        assert!(matches!(*error, TooLarge::Nodes { .. }), "{error}");
+    }
+}
