@@ -32,7 +32,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Query, Visit, Visitor};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
 /// The most tables a statement may read once its common table expressions and views are
@@ -76,21 +76,26 @@ pub type Views<'a> = &'a dyn Fn(&str) -> Option<usize>;
 /// expanded. Text that does not parse passes: the planner reports it.
 pub fn check_text(sql: &str, views: Views<'_>) -> Result<()> {
     crate::depth::check(sql)?;
-    let dialect = PostgreSqlDialect {};
-    let relations = match DFParser::parse_sql_with_dialect(sql, &dialect) {
-        Ok(statements) => statements
+    // PostgreSQL's dialect (the PostgreSQL endpoint's), else DataFusion's generic one (the
+    // engine's, which takes more, such as `backquoted` names); `CREATE TABLE ... WITH (...) AS`
+    // only parses with sqlparser's own parser (`crate::ctas`).
+    let dialects: [&dyn Dialect; 2] = [&PostgreSqlDialect {}, &GenericDialect {}];
+    let datafusion = dialects.iter().find_map(|dialect| {
+        let statements = DFParser::parse_sql_with_dialect(sql, *dialect).ok()?;
+        statements
             .iter()
             .map(|statement| expanded_relations(statement, views))
-            .max(),
-        // `CREATE TABLE ... WITH (...) AS` is only sqlparser's (`crate::ctas`).
-        Err(_) => match Parser::parse_sql(&dialect, sql) {
-            Ok(statements) => statements
+            .max()
+    });
+    let relations = datafusion.or_else(|| {
+        dialects.iter().find_map(|dialect| {
+            let statements = Parser::parse_sql(*dialect, sql).ok()?;
+            statements
                 .iter()
                 .map(|statement| read_by(views, |c| statement.visit(c)))
-                .max(),
-            Err(_) => None,
-        },
-    };
+                .max()
+        })
+    });
     match relations {
         Some(relations) if relations > RELATIONS_MAX => {
             Err(DataFusionError::External(Box::new(TooLarge::Relations {
@@ -316,13 +321,17 @@ mod tests {
     use super::*;
     use datafusion::prelude::SessionContext;
 
+    /// A session with a table `t`.
+    async fn with_table() -> SessionContext {
+        let context = SessionContext::new();
+        let created = context.sql("CREATE TABLE t (a BIGINT, b TEXT)").await;
+        created.unwrap();
+        context
+    }
+
     /// The size of `sql`'s logical plan over a table `t`, as written (before any rewrite).
     async fn size_of(sql: &str) -> Size {
-        let context = SessionContext::new();
-        context
-            .sql("CREATE TABLE t (a BIGINT, b TEXT)")
-            .await
-            .unwrap();
+        let context = with_table().await;
         let plan = context.state().create_logical_plan(sql).await.unwrap();
         measure(&plan).unwrap()
     }
@@ -360,11 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_view_stands_for_its_expanded_plan_and_is_refused_past_the_limit() {
-        let context = SessionContext::new();
-        context
-            .sql("CREATE TABLE t (a BIGINT, b TEXT)")
-            .await
-            .unwrap();
+        let context = with_table().await;
         context
             .sql("CREATE VIEW v0 AS SELECT a FROM t")
             .await
@@ -420,6 +425,10 @@ mod tests {
             doubling(12)
         );
         assert!(check_text(&ctas, &|_| None).is_err());
+        // Names in backquotes parse with the engine's generic dialect only.
+        let backquoted = doubling(12).replace("c1 ", "`c1` ").replace("c1)", "`c1`)");
+        assert!(DFParser::parse_sql_with_dialect(&backquoted, &PostgreSqlDialect {}).is_err());
+        assert!(check_text(&backquoted, &|_| None).is_err());
         // A view counts the tables it reads.
         let views = |name: &str| (name == "v").then_some(400);
         assert!(check_text("SELECT * FROM v, v x", &views).is_ok());
@@ -429,11 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_rule_refuses_what_is_too_large_and_passes_the_rest() {
-        let context = SessionContext::new();
-        context
-            .sql("CREATE TABLE t (a BIGINT, b TEXT)")
-            .await
-            .unwrap();
+        let context = with_table().await;
         let plan = |sql: String| {
             let state = context.state();
             async move { state.create_logical_plan(&sql).await.unwrap() }
