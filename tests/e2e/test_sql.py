@@ -735,6 +735,15 @@ def test_statements_too_large_to_plan_are_refused_before_planning(lake, iot):
         with pytest.raises(psycopg.Error) as e:
             conn.execute("SELECT count(*) FROM v8, v8 a, v8 b, v8 c").fetchall()
         assert e.value.sqlstate == "54001" and "tables" in e.value.diag.message_primary, str(e.value)
+    # A schema of its own (whose views the checks would not see) or other parser settings
+    # would let a client around the checks: refused for everyone.
+    with pg_connect(lake) as conn:
+        for sql in ("CREATE SCHEMA s", "SET datafusion.sql_parser.recursion_limit = 500"):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql)
+            assert e.value.sqlstate == "0A000", (sql, e.value.sqlstate, str(e.value))
+    status, _, body = http_sql(lake, "SET datafusion.sql_parser.dialect = 'MySQL'")
+    assert status == 400 and "sql_parser" in json.loads(body)["error"], (status, body[:300])
     status, _, body = http_sql(lake, doubling)
     error = json.loads(body)["error"]
     assert status == 400 and "too complex to plan" in error and "caused by" not in error, (status, error)

@@ -276,7 +276,8 @@ impl Engine {
 
 /// DataFusion's analyzer rules, after [`PlanSize`](crate::plan_size::PlanSize): every plan is
 /// measured before anything rewrites it, on every way in (HTTP, the CLI, both PostgreSQL
-/// protocols, CTAS, `INSERT`, `EXPLAIN`).
+/// protocols, CTAS, `INSERT`). `EXPLAIN` of a refused plan answers with the refusal as its
+/// last row, as DataFusion explains any analyzer failure; `EXPLAIN ANALYZE` fails.
 fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
     let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
         vec![Arc::new(crate::plan_size::PlanSize)];

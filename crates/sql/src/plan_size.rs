@@ -32,7 +32,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Query, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Query, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -50,9 +50,9 @@ pub const JOINS_MAX: usize = 64;
 
 /// The most columns a statement's joins may produce, summed over the joins: the optimizer's
 /// work on a join tree grows with its joins times their width (64 joins of a 106-column topic
-/// took 2.2 s, with `SELECT *` 5.5 s). 64 joins of a 14-column topic produce about 30,000 and
-/// plan in about 0.2 s, as do 23 joins of the 106-column topic.
-pub const JOIN_COLUMNS_MAX: usize = 30_000;
+/// took 2.2 s, with `SELECT *` 5.5 s: 227,000 columns). 32 joins of that topic (59,000) plan
+/// in 0.26 s; a 1,000-column topic may be joined 12 times.
+pub const JOIN_COLUMNS_MAX: usize = 100_000;
 
 /// A statement refused because planning it could take too long.
 #[derive(Debug, thiserror::Error)]
@@ -91,23 +91,24 @@ pub fn check_text(sql: &str, views: Views<'_>) -> Result<()> {
     // engine's, which takes more, such as `backquoted` names); `CREATE TABLE ... WITH (...) AS`
     // only parses with sqlparser's own parser (`crate::ctas`).
     let dialects: [&dyn Dialect; 2] = [&PostgreSqlDialect {}, &GenericDialect {}];
+    let most = |most: usize, relations: Result<usize>| relations.map(|n| most.max(n));
     let datafusion = dialects.iter().find_map(|dialect| {
         let statements = DFParser::parse_sql_with_dialect(sql, *dialect).ok()?;
-        statements
+        let mut relations = statements
             .iter()
-            .map(|statement| expanded_relations(statement, views))
-            .max()
+            .map(|statement| expanded_relations(statement, views));
+        Some(relations.try_fold(0, most))
     });
     let relations = datafusion.or_else(|| {
         dialects.iter().find_map(|dialect| {
             let statements = Parser::parse_sql(*dialect, sql).ok()?;
-            statements
+            let mut relations = statements
                 .iter()
-                .map(|statement| read_by(views, |c| statement.visit(c)))
-                .max()
+                .map(|statement| read_by(views, |c| statement.visit(c)));
+            Some(relations.try_fold(0, most))
         })
     });
-    match relations {
+    match relations.transpose()? {
         Some(relations) if relations > RELATIONS_MAX => {
             Err(DataFusionError::External(Box::new(TooLarge::Relations {
                 relations,
@@ -117,21 +118,25 @@ pub fn check_text(sql: &str, views: Views<'_>) -> Result<()> {
     }
 }
 
-/// The tables `statement` reads, common table expressions and views expanded.
-fn expanded_relations(statement: &DfStatement, views: Views<'_>) -> usize {
+/// The tables `statement` reads, common table expressions and views expanded; an error for a
+/// statement refused outright ([`Expansion::pre_visit_statement`]).
+fn expanded_relations(statement: &DfStatement, views: Views<'_>) -> Result<usize> {
     match statement {
         DfStatement::Statement(statement) => read_by(views, |c| statement.visit(c)),
         DfStatement::Explain(explain) => expanded_relations(&explain.statement, views),
         DfStatement::CopyTo(copy) => match &copy.source {
             CopyToSource::Query(query) => read_by(views, |c| query.visit(c)),
-            CopyToSource::Relation(_) => 1,
+            CopyToSource::Relation(_) => Ok(1),
         },
-        _ => 0,
+        _ => Ok(0),
     }
 }
 
 /// The tables read by what `visit` walks, common table expressions and views expanded.
-fn read_by(views: Views<'_>, visit: impl FnOnce(&mut Expansion) -> ControlFlow<()>) -> usize {
+fn read_by(
+    views: Views<'_>,
+    visit: impl FnOnce(&mut Expansion) -> ControlFlow<DataFusionError>,
+) -> Result<usize> {
     let mut expansion = Expansion {
         views,
         definitions: HashMap::new(),
@@ -139,8 +144,10 @@ fn read_by(views: Views<'_>, visit: impl FnOnce(&mut Expansion) -> ControlFlow<(
         open: Vec::new(),
         total: 0,
     };
-    let _ = visit(&mut expansion);
-    expansion.total
+    match visit(&mut expansion) {
+        ControlFlow::Break(refused) => Err(refused),
+        ControlFlow::Continue(()) => Ok(expansion.total),
+    }
 }
 
 /// Counts the tables a statement reads as the planner expands it, from its syntax tree: each
@@ -168,9 +175,30 @@ impl Expansion<'_> {
 }
 
 impl Visitor for Expansion<'_> {
-    type Break = ();
+    type Break = DataFusionError;
 
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+    /// Statements that would let a client escape the checks, for every client: a schema or
+    /// catalog of its own (whose views `register_table` of `public` does not see), or parser
+    /// settings this check does not parse with.
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<DataFusionError> {
+        let refused = match statement {
+            Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => {
+                "lakestream has one schema for topics, tables and views, `public`: CREATE SCHEMA and CREATE DATABASE are not supported"
+            }
+            Statement::Set(_)
+                if statement
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .contains("datafusion.sql_parser") =>
+            {
+                "SQL is parsed the same way for every client: the `datafusion.sql_parser` settings cannot be SET"
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        ControlFlow::Break(DataFusionError::NotImplemented(refused.into()))
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<DataFusionError> {
         for cte in query.with.iter().flat_map(|with| &with.cte_tables) {
             let name = normalized(&cte.alias.name);
             self.definitions
@@ -181,11 +209,14 @@ impl Visitor for Expansion<'_> {
         ControlFlow::Continue(())
     }
 
-    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<DataFusionError> {
         match self.open.pop() {
             // A definition reads nothing until it is used.
+            // Two definitions the planner tells apart may fold to one name here: the larger
+            // counts for both.
             Some((Some(name), read)) => {
-                self.weights.insert(name, read.max(1));
+                let weight = self.weights.entry(name).or_default();
+                *weight = (*weight).max(read).max(1);
             }
             Some((None, read)) => self.add(read),
             None => {}
@@ -193,30 +224,27 @@ impl Visitor for Expansion<'_> {
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-        let name = relation
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<DataFusionError> {
+        // The planner finds a common table expression by the whole name as written, dots and
+        // all (`s.c0` names a CTE called "s.c0"), a view by its last part.
+        let parts: Vec<String> = relation
             .0
-            .last()
-            .and_then(|part| part.as_ident())
-            .map(normalized);
-        let cte = match relation.0.len() {
-            1 => name
-                .as_ref()
-                .and_then(|name| self.weights.get(name))
-                .copied(),
-            _ => None,
-        };
-        let view = || name.as_deref().and_then(self.views);
+            .iter()
+            .map(|part| part.as_ident().map(normalized).unwrap_or_default())
+            .collect();
+        let cte = self.weights.get(&parts.join(".")).copied();
+        let view = || parts.last().and_then(|name| (self.views)(name));
         self.add(cte.or_else(view).unwrap_or(1).max(1));
         ControlFlow::Continue(())
     }
 }
 
-/// A name as the planner compares it: folded to lower case unless quoted.
+/// A name as the planner compares it: folded to lower case (ASCII only, as DataFusion does)
+/// unless quoted.
 fn normalized(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
+        None => ident.value.to_ascii_lowercase(),
     }
 }
 
@@ -311,11 +339,16 @@ impl Size {
     }
 }
 
-/// The size of `plan`, views and subqueries included.
+/// The size of `plan`, views and subqueries included. It stops counting once past
+/// [`NODES_MAX`] nodes, so a plan whose parts are shared (a view that is not `public`'s, for
+/// one) costs no more than that to measure, however many paths it has.
 fn measure(plan: &LogicalPlan) -> Result<Size> {
     let mut size = Size::of_node(plan);
     for input in plan.inputs() {
         size = size.add(measure(input)?);
+        if size.nodes > NODES_MAX {
+            return Ok(size);
+        }
     }
     plan.apply_subqueries(|subquery| {
         // The optimizer makes most subqueries joins; `subquery` is the subquery's own node.
@@ -326,8 +359,14 @@ fn measure(plan: &LogicalPlan) -> Result<Size> {
         for input in subquery.inputs() {
             size = size.add(measure(input)?);
         }
-        Ok(TreeNodeRecursion::Continue)
+        Ok(match size.nodes > NODES_MAX {
+            true => TreeNodeRecursion::Stop,
+            false => TreeNodeRecursion::Continue,
+        })
     })?;
+    if size.nodes > NODES_MAX {
+        return Ok(size);
+    }
     if let LogicalPlan::TableScan(scan) = plan {
         // A view's plan is inlined where it is scanned.
         size = match scan.source.get_logical_plan() {
@@ -375,16 +414,21 @@ mod tests {
         sql
     }
 
-    /// Common table expressions that each use the one before twice: 2^n scans of `t`.
-    fn doubling(n: usize) -> String {
-        let mut ctes = vec!["c0 AS (SELECT a FROM t)".to_string()];
+    /// Common table expressions that each use the one before twice: the last stands for 2^n
+    /// scans of `t`. `define(i)` is the i-th's name where it is defined, `name(i)` where used.
+    fn chain(n: usize, define: impl Fn(usize) -> String, name: impl Fn(usize) -> String) -> String {
+        let mut ctes = vec![format!("{} AS (SELECT a FROM t)", define(0))];
         for i in 1..=n {
-            ctes.push(format!(
-                "c{i} AS (SELECT a FROM c{p} UNION ALL SELECT a FROM c{p})",
-                p = i - 1
-            ));
+            let p = name(i - 1);
+            let union = format!("SELECT a FROM {p} UNION ALL SELECT a FROM {p}");
+            ctes.push(format!("{} AS ({union})", define(i)));
         }
-        format!("WITH {} SELECT count(*) FROM c{n}", ctes.join(", "))
+        ctes.join(", ")
+    }
+
+    fn doubling(n: usize) -> String {
+        let ctes = chain(n, |i| format!("c{i}"), |i| format!("c{i}"));
+        format!("WITH {ctes} SELECT count(*) FROM c{n}")
     }
 
     #[tokio::test]
@@ -429,7 +473,7 @@ mod tests {
     fn the_text_check_counts_each_use_of_a_common_table_expression() {
         let relations = |sql: &str| {
             let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).unwrap();
-            expanded_relations(&statements[0], &|_| None)
+            expanded_relations(&statements[0], &|_| None).unwrap()
         };
         assert_eq!(relations("SELECT * FROM t JOIN u ON t.a = u.a"), 2);
         // c0 reads 1; c1 uses c0 twice: 2; C2 (unquoted: c2) uses c1 twice: 4; used 3 times.
@@ -465,6 +509,26 @@ mod tests {
         assert!(check_text("SELECT * FROM v, v x", &views).is_ok());
         assert!(check_text("SELECT * FROM v, public.v x, V y", &views).is_err());
         assert!(check_text("SELECT * FROM \"V\", \"V\" x, \"V\" y", &views).is_ok());
+        // A CTE is found by its whole name, dots and all; unquoted names fold ASCII only.
+        let dotted = chain(12, |i| format!("\"s.c{i}\""), |i| format!("s.c{i}"));
+        let dotted = format!("WITH {dotted} SELECT count(*) FROM s.c12");
+        assert!(check_text(&dotted, &|_| None).is_err(), "{dotted}");
+        let accented = chain(12, |i| format!("É{i}"), |i| format!("É{i}"));
+        let folded = format!("WITH {accented}, é12 AS (SELECT 1 AS a) SELECT count(*) FROM É12");
+        assert!(check_text(&folded, &|_| None).is_err(), "{folded}");
+        // What would escape the checks is refused for every client.
+        for refused in [
+            "CREATE SCHEMA s",
+            "CREATE DATABASE d",
+            "SET datafusion.sql_parser.dialect = 'MySQL'",
+        ] {
+            let error = check_text(refused, &|_| None).unwrap_err();
+            assert!(
+                matches!(error, DataFusionError::NotImplemented(_)),
+                "{refused}: {error}"
+            );
+        }
+        assert!(check_text("SET datafusion.execution.batch_size = 1024", &|_| None).is_ok());
     }
 
     #[tokio::test]
@@ -486,15 +550,15 @@ mod tests {
         assert!(rule.analyze(plan(doubling(6)).await, &config).is_ok());
         let error = refused(rule.analyze(plan(doubling(9)).await, &config));
         assert!(matches!(*error, TooLarge::Nodes { .. }), "{error}");
-        let wide: Vec<_> = (0..64).map(|i| format!("{i} AS c{i}")).collect();
+        let wide: Vec<_> = (0..200).map(|i| format!("{i} AS c{i}")).collect();
         let wide = format!("CREATE TABLE wide AS SELECT {}", wide.join(", "));
         context.sql(&wide).await.unwrap();
-        // Joins of 2, 3, ... relations of 64 columns: 64 * (2 + 3 + ... + n) columns.
+        // Joins of 2, 3, ... relations of 200 columns: 200 * (2 + 3 + ... + n) columns.
         let wide_joins = |n| plan(joins_of("wide", "c0", n));
-        assert!(rule.analyze(wide_joins(21).await, &config).is_ok());
-        let error = refused(rule.analyze(wide_joins(30).await, &config));
+        assert!(rule.analyze(wide_joins(30).await, &config).is_ok());
+        let error = refused(rule.analyze(wide_joins(31).await, &config));
         assert!(
-            matches!(*error, TooLarge::JoinColumns { columns } if columns == 64 * (2..=31).sum::<usize>()),
+            matches!(*error, TooLarge::JoinColumns { columns } if columns == 200 * (2..=32).sum::<usize>()),
             "{error}"
         );
     }
