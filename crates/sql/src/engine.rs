@@ -34,13 +34,13 @@ use crate::rows::OFFSET;
 use crate::scan::TopicScanExec;
 
 pub const CATALOG: &str = "lakestream";
+pub const SCHEMA: &str = "public";
 
 /// Stack of each SQL thread. DataFusion clones, rewrites and drops plans and expressions
 /// recursively, a few hundred bytes of stack per level of nesting (more in debug builds): this
 /// holds statements as deep as `depth::DEPTH_MAX` allows several times over. Untouched stack
 /// costs address space, not memory.
 pub const SQL_STACK_BYTES: usize = 32 << 20;
-pub const SCHEMA: &str = "public";
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -32,6 +32,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DfStatement};
+use datafusion::sql::planner::IdentNormalizer;
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Query, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
@@ -239,13 +240,10 @@ impl Visitor for Expansion<'_> {
     }
 }
 
-/// A name as the planner compares it: folded to lower case (ASCII only, as DataFusion does)
-/// unless quoted.
+/// A name as the planner compares it (DataFusion's own normalizer: unquoted names folded to
+/// lower case, in ASCII only).
 fn normalized(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_ascii_lowercase(),
-    }
+    IdentNormalizer::default().normalize(ident.clone())
 }
 
 /// The analyzer rule that refuses a [`TooLarge`] plan; it must run first.

@@ -99,6 +99,16 @@ fn unknown(root: &DataFusionError) -> Option<Unknown> {
     }
 }
 
+/// 54001 for a statement refused before it is planned (`depth`, `plan_size`).
+fn too_complex(message: String, position: Option<usize>, hint: &str) -> PgError {
+    PgError {
+        code: STATEMENT_TOO_COMPLEX,
+        message,
+        position,
+        hint: Some(hint.to_string()),
+    }
+}
+
 /// `error` for a client that sent `sql`. `topics_hint` says which topics exist, for an unknown
 /// table.
 pub fn from_datafusion(
@@ -145,19 +155,9 @@ pub fn from_datafusion(
             if let Some(arrow) = external.downcast_ref::<ArrowError>() {
                 from_arrow(arrow)
             } else if let Some(deep) = external.downcast_ref::<crate::depth::TooDeep>() {
-                return PgError {
-                    code: STATEMENT_TOO_COMPLEX,
-                    message: deep.to_string(),
-                    position: Some(deep.position),
-                    hint: Some(crate::depth::HINT.to_string()),
-                };
+                return too_complex(deep.to_string(), Some(deep.position), crate::depth::HINT);
             } else if let Some(large) = external.downcast_ref::<crate::plan_size::TooLarge>() {
-                return PgError {
-                    code: STATEMENT_TOO_COMPLEX,
-                    message: large.to_string(),
-                    position: None,
-                    hint: Some(crate::plan_size::HINT.to_string()),
-                };
+                return too_complex(large.to_string(), None, crate::plan_size::HINT);
             } else {
                 PgError::new(INTERNAL_ERROR, root.message())
             }
