@@ -738,10 +738,11 @@ def test_statements_too_large_to_plan_are_refused_before_planning(lake, iot):
     # A schema of its own (whose views the checks would not see) or other parser settings
     # would let a client around the checks: refused for everyone.
     with pg_connect(lake) as conn:
-        for sql in ("CREATE SCHEMA s", "SET datafusion.sql_parser.recursion_limit = 500"):
+        for sql, sqlstate in (("CREATE SCHEMA s", "0A000"),
+                              ("SET datafusion.sql_parser.recursion_limit = 500", "42501")):
             with pytest.raises(psycopg.Error) as e:
                 conn.execute(sql)
-            assert e.value.sqlstate == "0A000", (sql, e.value.sqlstate, str(e.value))
+            assert e.value.sqlstate == sqlstate, (sql, e.value.sqlstate, str(e.value))
     status, _, body = http_sql(lake, "SET datafusion.sql_parser.dialect = 'MySQL'")
     assert status == 400 and "sql_parser" in json.loads(body)["error"], (status, body[:300])
     status, _, body = http_sql(lake, doubling)
@@ -751,6 +752,55 @@ def test_statements_too_large_to_plan_are_refused_before_planning(lake, iot):
     assert status == 400 and "too complex to plan" in json.loads(body)["error"], (status, body[:300])
     with pg_connect(lake) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+SETTING = "SELECT value FROM information_schema.df_settings WHERE name = %s"
+
+
+def test_settings_hold_per_connection_and_the_servers_are_refused(make_broker):
+    """A PostgreSQL connection's SET holds for it alone; the server's settings (the memory limit
+    above all) are refused for every client, so a query over the limit still fails with 53200;
+    HTTP requests have no session and refuse SET."""
+    broker = make_broker("--sql-memory-limit", str(4 << 20), http=True)
+    # A hash join's build side (a million rows) does not spill: over 4 MiB it fails.
+    join = ("SELECT count(*) FROM generate_series(1, 1000000) a "
+            "JOIN generate_series(1, 1000000) b ON a.value = b.value")
+    with pg_connect(broker) as a, pg_connect(broker) as b:
+        a.execute("SET datafusion.explain.format = 'tree'")
+        a.execute("SET datafusion.optimizer.max_passes = 2")
+        assert a.execute(SETTING, ("datafusion.explain.format",)).fetchone() == ("tree",)
+        assert a.execute(SETTING, ("datafusion.optimizer.max_passes",)).fetchone() == ("2",)
+        assert b.execute(SETTING, ("datafusion.explain.format",)).fetchone() == ("indent",)
+        assert b.execute(SETTING, ("datafusion.optimizer.max_passes",)).fetchone() == ("3",)
+        a.execute("RESET datafusion.explain.format")
+        assert a.execute(SETTING, ("datafusion.explain.format",)).fetchone() == ("indent",)
+        for sql in ("SET datafusion.runtime.memory_limit = '10G'",
+                    "SET \"datafusion\".\"runtime\".memory_limit TO '10G'",
+                    "RESET datafusion.runtime.memory_limit",
+                    "SET datafusion.runtime.temp_directory = '/tmp'",
+                    "SET datafusion.execution.target_partitions = 512",
+                    "SET datafusion.catalog.information_schema = false"):
+            with pytest.raises(psycopg.Error) as e:
+                a.execute(sql)
+            assert e.value.sqlstate == "42501", (sql, e.value.sqlstate, str(e.value))
+            assert "permission denied" in e.value.diag.message_primary and e.value.diag.message_hint, sql
+        for conn in (a, b):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(join).fetchall()
+            assert e.value.sqlstate == "53200", (e.value.sqlstate, str(e.value))
+        # Drivers' own settings are still accepted.
+        a.execute("SET client_encoding = 'UTF8'")
+        a.execute("SET application_name = 'settings-test'")
+        assert a.execute("SELECT 1").fetchone() == (1,)
+    for sql in ("SET datafusion.optimizer.max_passes = 2", "PREPARE p AS SELECT 1"):
+        status, _, body = http_sql(broker, sql)
+        error = json.loads(body)["error"]
+        assert status == 400 and "an HTTP request has none" in error, (sql, status, error)
+    status, _, body = http_sql(broker, "SET datafusion.runtime.memory_limit = '10G'")
+    error = json.loads(body)["error"]
+    assert status == 400 and "permission denied" in error and "HINT" in error, (status, error)
+    status, _, body = http_sql(broker, join)
+    assert status == 400 and "Resources exhausted" in json.loads(body)["error"], (status, body[:300])
 
 
 def test_strict_decoding_fails_the_query(lake):

@@ -197,8 +197,8 @@ impl Engine {
         &self.topics
     }
 
-    /// Runs one statement on the SQL runtime and collects its rows. Dropping the future
-    /// cancels the query.
+    /// Runs one statement on the SQL runtime and collects its rows, on the engine's own session
+    /// (HTTP and the CLI: no `SET`, see `settings`). Dropping the future cancels the query.
     pub async fn query(self: &Arc<Self>, sql: &str) -> Result<QueryOutput> {
         let engine = Arc::clone(self);
         let sql = sql.to_string();
@@ -232,7 +232,11 @@ impl Engine {
             let batches = futures::stream::iter(batches.into_iter().map(Ok));
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));
         }
-        self.context.sql(sql).await?.execute_stream().await
+        // As `SessionContext::sql`, but a SET is refused before it runs (`settings`).
+        let plan = self.context.state().create_logical_plan(sql).await?;
+        crate::settings::refuse_sessionless(&plan)?;
+        let frame = self.context.execute_logical_plan(plan).await?;
+        frame.execute_stream().await
     }
 
     async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
@@ -259,6 +263,11 @@ impl Engine {
                 error = *inner;
             }
             return error;
+        }
+        if let DataFusionError::External(root) = error.find_root()
+            && let Some(refused) = root.downcast_ref::<crate::settings::Refused>()
+        {
+            return DataFusionError::Plan(format!("{refused}\nHINT: {}", crate::settings::HINT));
         }
         if crate::sqlstate::unknown_table(&error).is_none() {
             return error;

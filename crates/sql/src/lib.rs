@@ -20,6 +20,7 @@ pub mod plan_size;
 pub mod provider;
 pub mod rows;
 pub mod scan;
+pub mod settings;
 pub mod sqlstate;
 
 pub use engine::{Engine, EngineConfig, QueryOutput};

@@ -125,6 +125,7 @@ fn expanded_relations(statement: &DfStatement, views: Views<'_>) -> Result<usize
     match statement {
         DfStatement::Statement(statement) => read_by(views, |c| statement.visit(c)),
         DfStatement::Explain(explain) => expanded_relations(&explain.statement, views),
+        DfStatement::Reset(_) => crate::settings::check_reset(statement).map(|()| 0),
         DfStatement::CopyTo(copy) => match &copy.source {
             CopyToSource::Query(query) => read_by(views, |c| query.visit(c)),
             CopyToSource::Relation(_) => Ok(1),
@@ -179,20 +180,19 @@ impl Visitor for Expansion<'_> {
     type Break = DataFusionError;
 
     /// Statements that would let a client escape the checks, for every client: a schema or
-    /// catalog of its own (whose views `register_table` of `public` does not see), or parser
-    /// settings this check does not parse with.
+    /// catalog of its own (whose views `register_table` of `public` does not see), or settings
+    /// that are the server's ([`crate::settings`]: parser settings this check does not parse
+    /// with, the memory limit).
     fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<DataFusionError> {
         let refused = match statement {
             Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => {
                 "lakestream has one schema for topics, tables and views, `public`: CREATE SCHEMA and CREATE DATABASE are not supported"
             }
-            Statement::Set(_)
-                if statement
-                    .to_string()
-                    .to_ascii_lowercase()
-                    .contains("datafusion.sql_parser") =>
-            {
-                "SQL is parsed the same way for every client: the `datafusion.sql_parser` settings cannot be SET"
+            Statement::Set(_) | Statement::Reset(_) => {
+                return match crate::settings::check_statement(statement) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(refused) => ControlFlow::Break(refused),
+                };
             }
             _ => return ControlFlow::Continue(()),
         };
@@ -515,18 +515,26 @@ mod tests {
         let folded = format!("WITH {accented}, é12 AS (SELECT 1 AS a) SELECT count(*) FROM É12");
         assert!(check_text(&folded, &|_| None).is_err(), "{folded}");
         // What would escape the checks is refused for every client.
-        for refused in [
-            "CREATE SCHEMA s",
-            "CREATE DATABASE d",
-            "SET datafusion.sql_parser.dialect = 'MySQL'",
-        ] {
+        for refused in ["CREATE SCHEMA s", "CREATE DATABASE d"] {
             let error = check_text(refused, &|_| None).unwrap_err();
             assert!(
                 matches!(error, DataFusionError::NotImplemented(_)),
                 "{refused}: {error}"
             );
         }
-        assert!(check_text("SET datafusion.execution.batch_size = 1024", &|_| None).is_ok());
+        // And the server's settings (`crate::settings`), in either parser's statements.
+        for refused in [
+            "SET datafusion.sql_parser.dialect = 'MySQL'",
+            "SET \"datafusion\".\"runtime\".memory_limit = '1T'",
+            "RESET datafusion.runtime.memory_limit",
+        ] {
+            let error = check_text(refused, &|_| None).unwrap_err();
+            assert!(
+                error.find_root().to_string().contains("permission denied"),
+                "{refused}: {error}"
+            );
+        }
+        assert!(check_text("SET datafusion.optimizer.max_passes = 2", &|_| None).is_ok());
     }
 
     #[tokio::test]

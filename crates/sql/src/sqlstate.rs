@@ -34,6 +34,7 @@ pub const DATA_EXCEPTION: &str = "22000";
 pub const OUT_OF_MEMORY: &str = "53200";
 pub const QUERY_CANCELED: &str = "57014";
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const INTERNAL_ERROR: &str = "XX000";
 
 /// One error as a PostgreSQL client sees it.
@@ -158,6 +159,14 @@ pub fn from_datafusion(
                 return too_complex(deep.to_string(), Some(deep.position), crate::depth::HINT);
             } else if let Some(large) = external.downcast_ref::<crate::plan_size::TooLarge>() {
                 return too_complex(large.to_string(), None, crate::plan_size::HINT);
+            } else if let Some(refused) = external.downcast_ref::<crate::settings::Refused>() {
+                let code = match refused {
+                    crate::settings::Refused::Server { .. } => INSUFFICIENT_PRIVILEGE,
+                    _ => FEATURE_NOT_SUPPORTED,
+                };
+                let mut pg = PgError::new(code, refused.to_string());
+                pg.hint = Some(crate::settings::HINT.to_string());
+                return pg;
             } else {
                 PgError::new(INTERNAL_ERROR, root.message())
             }

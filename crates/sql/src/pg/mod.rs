@@ -9,6 +9,8 @@
 //!   connection (`session`).
 //! - **Errors as PostgreSQL reports them**: SQLSTATE, position and hint (`crate::sqlstate`).
 //! - **Hooks** (`hooks`): CTAS with options, and the type introspection of asyncpg.
+//! - **A session state per connection**, so `SET` holds for that connection only, as in
+//!   PostgreSQL; the settings that are the server's are refused (`crate::settings`).
 
 mod hooks;
 mod session;
@@ -22,6 +24,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::prelude::SessionContext;
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
@@ -99,7 +102,6 @@ pub fn serve(
     addr: SocketAddr,
     users: Users,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let context = Arc::new(engine.context().clone());
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
         Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
@@ -107,7 +109,8 @@ pub fn serve(
         Arc::new(hooks::LakestreamHook::new(Arc::downgrade(engine))),
     ];
     let server = Arc::new(Server {
-        session: Arc::new(DfSessionService::new_with_hooks(context, hooks)),
+        context: engine.context().clone(),
+        hooks,
         users: (!users.is_empty()).then(|| Arc::new(users)),
         connections: Arc::new(Connections::default()),
         engine: Arc::downgrade(engine),
@@ -140,7 +143,9 @@ fn stopping() -> PgWireError {
 
 /// What all connections share.
 struct Server {
-    session: Arc<DfSessionService>,
+    /// The engine's session, whose state each connection starts from.
+    context: SessionContext,
+    hooks: Vec<Arc<dyn QueryHook>>,
     users: Option<Arc<Users>>,
     connections: Arc<Connections>,
     engine: Weak<Engine>,
@@ -359,9 +364,13 @@ impl ConnectionHandlers {
                 )
             }
         };
+        // A session state of its own, so that what the connection SETs (within `settings`)
+        // holds for it alone; the catalogs, the memory pool and the SQL runtime are shared.
+        let context = SessionContext::new_with_state(server.context.state());
+        let service = DfSessionService::new_with_hooks(Arc::new(context), server.hooks.clone());
         ConnectionHandlers {
             session: Arc::new(Session::new(
-                Arc::clone(&server.session),
+                Arc::new(service),
                 Arc::clone(connection),
                 server.engine.clone(),
             )),
