@@ -111,6 +111,7 @@ pub struct RecordIter<'a> {
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<Record<'a>, RecordError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
@@ -147,6 +148,7 @@ impl<'a> Iterator for RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
+    #[inline]
     fn read_record(&mut self) -> Result<Record<'a>, &'static str> {
         let mut outer = Cursor {
             bytes: self.bytes,
@@ -245,6 +247,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn u8(&mut self) -> Result<u8, &'static str> {
         let byte = *self
             .bytes
@@ -254,6 +257,7 @@ impl<'a> Cursor<'a> {
         Ok(byte)
     }
 
+    #[inline]
     fn take(&mut self, len: usize) -> Result<&'a [u8], &'static str> {
         let end = self
             .position
@@ -268,7 +272,29 @@ impl<'a> Cursor<'a> {
     }
 
     /// Zigzag varint of at most 5 bytes, as Kafka's `ByteUtils.readVarint`.
+    #[inline]
     fn varint(&mut self) -> Result<i32, &'static str> {
+        // Most varints of a record (lengths, deltas) take one or two bytes.
+        let zigzag = |raw: u32| ((raw >> 1) as i32) ^ -((raw & 1) as i32);
+        let first = *self
+            .bytes
+            .get(self.position)
+            .ok_or("record runs past its length")?;
+        if first < 0x80 {
+            self.position += 1;
+            return Ok(zigzag(first as u32));
+        }
+        match self.bytes.get(self.position + 1) {
+            Some(&second) if second < 0x80 => {
+                self.position += 2;
+                Ok(zigzag((first & 0x7f) as u32 | (second as u32) << 7))
+            }
+            _ => self.varint_slow(),
+        }
+    }
+
+    /// [`Cursor::varint`] byte by byte.
+    fn varint_slow(&mut self) -> Result<i32, &'static str> {
         let mut raw: u32 = 0;
         for shift in (0..35).step_by(7) {
             let byte = self.u8()?;
@@ -281,6 +307,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Zigzag varlong of at most 10 bytes, as Kafka's `ByteUtils.readVarlong`.
+    #[inline]
     fn varlong(&mut self) -> Result<i64, &'static str> {
         let mut raw: u64 = 0;
         for shift in (0..70).step_by(7) {
@@ -294,6 +321,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A varint length (-1 = null) and that many bytes.
+    #[inline]
     fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, &'static str> {
         match self.varint()? {
             -1 => Ok(None),
@@ -328,4 +356,41 @@ pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     }
     encoded[len] = raw as u8;
     out.extend_from_slice(&encoded[..=len]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_read_alike_on_the_fast_and_slow_paths() {
+        let mut values: Vec<i32> = (-20_000..20_000).collect();
+        values.extend([i32::MIN, i32::MAX, -1 << 20, 1 << 20, -1 << 27, 1 << 27]);
+        for value in values {
+            let mut encoded = Vec::new();
+            put_varint(&mut encoded, value);
+            // Alone (the varint ends the bytes) and followed by more bytes.
+            for bytes in [encoded.clone(), [&encoded[..], &[0x80, 0x7f]].concat()] {
+                let mut fast = Cursor {
+                    bytes: &bytes,
+                    position: 0,
+                };
+                let mut slow = Cursor {
+                    bytes: &bytes,
+                    position: 0,
+                };
+                assert_eq!(fast.varint(), Ok(value));
+                assert_eq!(slow.varint_slow(), Ok(value));
+                assert_eq!(fast.position, encoded.len());
+                assert_eq!(slow.position, encoded.len());
+            }
+            // Cut short, both fail.
+            let cut = &encoded[..encoded.len() - 1];
+            let mut fast = Cursor {
+                bytes: cut,
+                position: 0,
+            };
+            assert!(fast.varint().is_err(), "{value}");
+        }
+    }
 }

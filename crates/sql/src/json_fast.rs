@@ -8,7 +8,7 @@
 //!   characters in strings, no leading zeros, no stray commas), valid UTF-8 in every string;
 //! - a schema field appears at most once (compared after unescaping, as arrow-json compares);
 //!   keys outside the schema may repeat and may hold any valid JSON, up to [`NESTING_MAX`] deep;
-//! - a schema field holds `null`, or: a string for `Utf8`; an integer (no fraction, no
+//! - a schema field holds `null`, or: a string for `Utf8` (or `Utf8View`, built as views); an integer (no fraction, no
 //!   exponent) in range for `Int64`, `Int32` and `Timestamp` (without a time zone or in UTC);
 //!   any number for `Float64` and `Float32`; `true` or `false` for `Boolean`.
 //!
@@ -35,10 +35,12 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Builder, StringBuilder, make_array,
+    Array, ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanBuilder, PrimitiveArray,
+    StringBuilder, StringViewArray, make_array,
 };
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int32Type, Int64Type, SchemaRef,
+};
 
 /// The deepest nesting of arrays and objects skipped inside an unknown key; deeper values are
 /// rare in events and go to the exact decoder rather than deepen this one's stack.
@@ -118,6 +120,10 @@ impl RowDecoder {
                 names,
                 kinds,
                 columns: Vec::new(),
+                wanted: wanted
+                    .iter()
+                    .enumerate()
+                    .fold(0, |bits, (field, &wanted)| bits | (wanted as u128) << field),
                 scratch: Vec::new(),
             },
             failed: false,
@@ -184,6 +190,9 @@ impl RowDecoder {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Utf8,
+    /// Text as string views (the table's type for text fields): built as views directly,
+    /// short ones inline, instead of a `Utf8` column cast afterwards.
+    Utf8View,
     Int64,
     Int32,
     Float64,
@@ -197,6 +206,7 @@ impl Kind {
     fn of(data_type: &DataType) -> Option<Kind> {
         Some(match data_type {
             DataType::Utf8 => Kind::Utf8,
+            DataType::Utf8View => Kind::Utf8View,
             DataType::Int64 => Kind::Int64,
             DataType::Int32 => Kind::Int32,
             DataType::Float64 => Kind::Float64,
@@ -212,10 +222,11 @@ impl Kind {
 
 enum Column {
     Utf8(StringBuilder),
-    Int64(Int64Builder),
-    Int32(Int32Builder),
-    Float64(Float64Builder),
-    Float32(Float32Builder),
+    Utf8View(TextViews),
+    Int64(Numbers<Int64Type>),
+    Int32(Numbers<Int32Type>),
+    Float64(Numbers<Float64Type>),
+    Float32(Numbers<Float32Type>),
     Boolean(BooleanBuilder),
 }
 
@@ -223,10 +234,11 @@ impl Column {
     fn new(kind: Kind, rows: usize, text_bytes: usize) -> Column {
         match kind {
             Kind::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, text_bytes)),
-            Kind::Int64 | Kind::Timestamp => Column::Int64(Int64Builder::with_capacity(rows)),
-            Kind::Int32 => Column::Int32(Int32Builder::with_capacity(rows)),
-            Kind::Float64 => Column::Float64(Float64Builder::with_capacity(rows)),
-            Kind::Float32 => Column::Float32(Float32Builder::with_capacity(rows)),
+            Kind::Utf8View => Column::Utf8View(TextViews::with_capacity(rows)),
+            Kind::Int64 | Kind::Timestamp => Column::Int64(Numbers::with_capacity(rows)),
+            Kind::Int32 => Column::Int32(Numbers::with_capacity(rows)),
+            Kind::Float64 => Column::Float64(Numbers::with_capacity(rows)),
+            Kind::Float32 => Column::Float32(Numbers::with_capacity(rows)),
             Kind::Boolean => Column::Boolean(BooleanBuilder::with_capacity(rows)),
         }
     }
@@ -234,6 +246,7 @@ impl Column {
     fn append_null(&mut self) {
         match self {
             Column::Utf8(builder) => builder.append_null(),
+            Column::Utf8View(builder) => builder.append_null(),
             Column::Int64(builder) => builder.append_null(),
             Column::Int32(builder) => builder.append_null(),
             Column::Float64(builder) => builder.append_null(),
@@ -245,6 +258,7 @@ impl Column {
     fn finish(mut self, data_type: &DataType) -> Option<ArrayRef> {
         let array: ArrayRef = match &mut self {
             Column::Utf8(builder) => Arc::new(builder.finish()),
+            Column::Utf8View(views) => Arc::new(views.finish()),
             Column::Int64(builder) => Arc::new(builder.finish()),
             Column::Int32(builder) => Arc::new(builder.finish()),
             Column::Float64(builder) => Arc::new(builder.finish()),
@@ -263,6 +277,106 @@ impl Column {
     }
 }
 
+/// A column of numbers: the values and, once there is a NULL, a validity bitmap (appended to
+/// inline, unlike arrow's generic builder, whose calls stay calls in the decoding loop).
+struct Numbers<T: ArrowPrimitiveType> {
+    values: Vec<T::Native>,
+    nulls: arrow::array::builder::NullBufferBuilder,
+}
+
+impl<T: ArrowPrimitiveType> Numbers<T> {
+    fn with_capacity(rows: usize) -> Numbers<T> {
+        Numbers {
+            values: Vec::with_capacity(rows),
+            nulls: arrow::array::builder::NullBufferBuilder::new(rows),
+        }
+    }
+
+    #[inline]
+    fn append_value(&mut self, value: T::Native) {
+        self.values.push(value);
+        self.nulls.append_non_null();
+    }
+
+    fn append_null(&mut self) {
+        self.values.push(T::Native::default());
+        self.nulls.append_null();
+    }
+
+    fn finish(&mut self) -> PrimitiveArray<T> {
+        let values = std::mem::take(&mut self.values);
+        PrimitiveArray::new(values.into(), self.nulls.finish())
+    }
+}
+
+/// A string view column built directly: text of up to 12 bytes inline in its view, longer text
+/// copied into data blocks. The text is UTF-8, checked by `scan_string`.
+struct TextViews {
+    views: Vec<u128>,
+    blocks: Vec<arrow::buffer::Buffer>,
+    block: Vec<u8>,
+    nulls: arrow::array::builder::NullBufferBuilder,
+}
+
+impl TextViews {
+    fn with_capacity(rows: usize) -> TextViews {
+        TextViews {
+            views: Vec::with_capacity(rows),
+            blocks: Vec::new(),
+            block: Vec::new(),
+            nulls: arrow::array::builder::NullBufferBuilder::new(rows),
+        }
+    }
+
+    fn append_null(&mut self) {
+        self.views.push(0);
+        self.nulls.append_null();
+    }
+
+    /// Appends `length` bytes of `value` from `start`, read a word at a time when short.
+    #[inline]
+    fn append_raw(&mut self, value: &[u8], start: usize, length: usize) {
+        match value.get(start..start + 12) {
+            Some(window) if length <= 12 => {
+                let low = u64::from_le_bytes(window[..8].try_into().unwrap()) as u128;
+                let high = u32::from_le_bytes(window[8..].try_into().unwrap()) as u128;
+                let mask = (1u128 << (8 * length)) - 1;
+                self.views
+                    .push(((low | high << 64) & mask) << 32 | length as u128);
+                self.nulls.append_non_null();
+            }
+            _ => self.append(&value[start..start + length]),
+        }
+    }
+
+    fn append(&mut self, text: &[u8]) {
+        if text.len() > 12 && self.block.len() + text.len() > u32::MAX as usize {
+            let full = std::mem::take(&mut self.block);
+            self.blocks.push(arrow::buffer::Buffer::from_vec(full));
+        }
+        let offset = self.block.len() as u32;
+        if text.len() > 12 {
+            self.block.extend_from_slice(text);
+        }
+        let view = arrow::array::builder::make_view(text, self.blocks.len() as u32, offset);
+        self.views.push(view);
+        self.nulls.append_non_null();
+    }
+
+    fn finish(&mut self) -> StringViewArray {
+        let mut blocks = std::mem::take(&mut self.blocks);
+        if !self.block.is_empty() {
+            blocks.push(arrow::buffer::Buffer::from_vec(std::mem::take(&mut self.block)));
+        }
+        let views = std::mem::take(&mut self.views).into();
+        // SAFETY: each view is `make_view`'s for its text, or the same bits built in
+        // `append_raw` (length, then the bytes, zero past them); long text lies whole in the
+        // block the view names, at its offset; every text is UTF-8 (`scan_string`); NULL
+        // slots are zero views.
+        unsafe { StringViewArray::new_unchecked(views, blocks, self.nulls.finish()) }
+    }
+}
+
 /// No field: a prediction not made yet.
 const NO_FIELD: usize = usize::MAX;
 
@@ -278,6 +392,8 @@ struct ObjectDecoder {
     successor: Vec<usize>,
     kinds: Vec<Kind>,
     columns: Vec<Option<Column>>,
+    /// A bit for each field with a column.
+    wanted: u128,
     /// Unescaped text of the current key or string.
     scratch: Vec<u8>,
 }
@@ -374,7 +490,9 @@ impl ObjectDecoder {
         if skip_whitespace(value, at) != value.len() {
             return None;
         }
-        self.append_nulls(seen);
+        if seen & self.wanted != self.wanted {
+            self.append_nulls(seen);
+        }
         Some(())
     }
 
@@ -389,12 +507,12 @@ impl ObjectDecoder {
             return Some(end);
         }
         match self.kinds[field] {
-            Kind::Utf8 => {
+            Kind::Utf8 | Kind::Utf8View => {
                 if value.get(at) != Some(&b'"') {
                     return None;
                 }
                 let text = scan_string(value, at + 1)?;
-                if let Some(Column::Utf8(builder)) = column {
+                if let Some(column) = column {
                     let raw = &value[at + 1..text.end];
                     let bytes = if text.escaped {
                         unescape(raw, &mut self.scratch);
@@ -404,7 +522,15 @@ impl ObjectDecoder {
                     };
                     // SAFETY: `scan_string` checked the raw text is UTF-8 and every escape
                     // stands for a whole scalar value.
-                    builder.append_value(unsafe { std::str::from_utf8_unchecked(bytes) });
+                    let string = unsafe { std::str::from_utf8_unchecked(bytes) };
+                    match column {
+                        Column::Utf8(builder) => builder.append_value(string),
+                        Column::Utf8View(views) if !text.escaped => {
+                            views.append_raw(value, at + 1, raw.len())
+                        }
+                        Column::Utf8View(views) => views.append(bytes),
+                        _ => unreachable!("a text field has a text column"),
+                    }
                 }
                 Some(text.end + 1)
             }
@@ -992,9 +1118,32 @@ mod tests {
                 }
             }
         }
+        // Text decoded as string views (the table's type) answers alike, with the same text.
+        let views = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|field| match field.data_type() {
+                    DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
+                    _ => field.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let as_views = decode_projected(&views, &vec![true; fields], values);
+        assert_eq!(as_views.is_some(), all.is_some(), "string views changed the answer");
         let Some(columns) = all else {
             return false;
         };
+        for (column, view) in columns.iter().zip(as_views.unwrap()) {
+            let (column, view) = (column.as_ref().unwrap(), view.unwrap());
+            if column.data_type() == &DataType::Utf8 {
+                assert_eq!(view.data_type(), &DataType::Utf8View);
+                let text = arrow::compute::cast(&view, &DataType::Utf8).unwrap();
+                assert_eq!(text.to_data(), column.to_data());
+            } else {
+                assert_eq!(view.to_data(), column.to_data());
+            }
+        }
         let batch = exact(schema, values).expect("the exact decoder takes what the fast one does");
         for (field, column) in columns.iter().enumerate() {
             let column = column.as_ref().expect("wanted");
@@ -1344,7 +1493,7 @@ mod tests {
     fn schemas_with_other_types_fall_back() {
         let values = binary(&[Some(b"{}")]);
         for data_type in [
-            DataType::Utf8View,
+            DataType::LargeUtf8,
             DataType::Int16,
             DataType::Date32,
             DataType::Timestamp(TimeUnit::Millisecond, Some("+01:00".into())),
@@ -1434,7 +1583,9 @@ mod tests {
             ]
             .prop_map(String::from),
         ];
-        proptest::collection::vec(piece, 0..6).prop_map(|pieces| format!("\"{}\"", pieces.concat()))
+        // Up to 20 pieces: text of both kinds of string view, inline (12 bytes or fewer) and not.
+        proptest::collection::vec(piece, 0..20)
+            .prop_map(|pieces| format!("\"{}\"", pieces.concat()))
     }
 
     fn key() -> impl Strategy<Value = String> {

@@ -234,7 +234,11 @@ impl RowsBuilder {
                 let wanted: Vec<bool> = (0..schema.fields().len())
                     .map(|field| projection.contains(&(7 + field)))
                     .collect();
-                crate::json_fast::RowDecoder::new(schema, &wanted, BATCH_ROWS, BATCH_ROWS * 32)
+                // Decoded into the table's types (text as string views), so nothing is cast.
+                let types = Arc::new(Schema::new(
+                    table.fields()[7..7 + schema.fields().len()].to_vec(),
+                ));
+                crate::json_fast::RowDecoder::new(&types, &wanted, BATCH_ROWS, BATCH_ROWS * 32)
             }
             _ => None,
         };
