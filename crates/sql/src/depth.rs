@@ -308,7 +308,7 @@ mod tests {
         }
         // Statements of a batch are separate trees.
         let statement = format!("SELECT {}", vec!["1"; 60].join(" + "));
-        assert!(!bound_passes(&vec![statement.as_str(); 5].join("; "), 100));
+        assert!(!bound_passes(&[statement.as_str(); 5].join("; "), 100));
         // Text that does not tokenize is the parser's to report.
         assert!(check("SELECT 'unterminated").is_ok());
     }

@@ -8,9 +8,10 @@
 //!   characters in strings, no leading zeros, no stray commas), valid UTF-8 in every string;
 //! - a schema field appears at most once (compared after unescaping, as arrow-json compares);
 //!   keys outside the schema may repeat and may hold any valid JSON, up to [`NESTING_MAX`] deep;
-//! - a schema field holds `null`, or: a string for `Utf8` (or `Utf8View`, built as views); an integer (no fraction, no
-//!   exponent) in range for `Int64`, `Int32` and `Timestamp` (without a time zone or in UTC);
-//!   any number for `Float64` and `Float32`; `true` or `false` for `Boolean`.
+//! - a schema field holds `null`, or: a string for `Utf8` (or `Utf8View`, built as views); an
+//!   integer (no fraction, no exponent) in range for `Int64`, `Int32` and `Timestamp` (without a
+//!   time zone or in UTC); any number for `Float64` and `Float32`; `true` or `false` for
+//!   `Boolean`.
 //!
 //! Every field is checked, wanted or not, so a projection never changes which rows decode.
 //!
@@ -38,9 +39,7 @@ use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanBuilder, PrimitiveArray,
     StringBuilder, StringViewArray, make_array,
 };
-use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int32Type, Int64Type, SchemaRef,
-};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type, SchemaRef};
 
 /// The deepest nesting of arrays and objects skipped inside an unknown key; deeper values are
 /// rare in events and go to the exact decoder rather than deepen this one's stack.
@@ -366,7 +365,9 @@ impl TextViews {
     fn finish(&mut self) -> StringViewArray {
         let mut blocks = std::mem::take(&mut self.blocks);
         if !self.block.is_empty() {
-            blocks.push(arrow::buffer::Buffer::from_vec(std::mem::take(&mut self.block)));
+            blocks.push(arrow::buffer::Buffer::from_vec(std::mem::take(
+                &mut self.block,
+            )));
         }
         let views = std::mem::take(&mut self.views).into();
         // SAFETY: each view is `make_view`'s for its text, or the same bits built in
@@ -606,7 +607,10 @@ impl KeyPattern {
         let mut head = [0; 8];
         let first = pattern.len().min(8);
         head[..first].copy_from_slice(&pattern[..first]);
-        let tail = pattern.len().checked_sub(8).map_or(0, |at| word(&pattern, at));
+        let tail = pattern
+            .len()
+            .checked_sub(8)
+            .map_or(0, |at| word(&pattern, at));
         Some(KeyPattern {
             head: u64::from_le_bytes(head),
             tail,
@@ -1130,7 +1134,11 @@ mod tests {
                 .collect::<Vec<_>>(),
         ));
         let as_views = decode_projected(&views, &vec![true; fields], values);
-        assert_eq!(as_views.is_some(), all.is_some(), "string views changed the answer");
+        assert_eq!(
+            as_views.is_some(),
+            all.is_some(),
+            "string views changed the answer"
+        );
         let Some(columns) = all else {
             return false;
         };

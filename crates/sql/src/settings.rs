@@ -43,9 +43,7 @@ pub const ALLOWED: &[&str] = &[
 /// A `SET` or `RESET` a client may not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    #[error(
-        "permission denied to set parameter \"{name}\": it is the server's, for every client"
-    )]
+    #[error("permission denied to set parameter \"{name}\": it is the server's, for every client")]
     Server { name: String },
     #[error("RESET ALL is not supported: RESET each setting by its name")]
     ResetAll,
@@ -63,10 +61,12 @@ pub const HINT: &str = "clients may set datafusion.optimizer.*, datafusion.forma
 pub fn check(name: &str) -> Result<()> {
     let name = name.to_lowercase();
     let allowed = !name.starts_with("datafusion.")
-        || ALLOWED.iter().any(|allowed| match allowed.strip_suffix('.') {
-            Some(_) => name.starts_with(allowed),
-            None => name == *allowed,
-        });
+        || ALLOWED
+            .iter()
+            .any(|allowed| match allowed.strip_suffix('.') {
+                Some(_) => name.starts_with(allowed),
+                None => name == *allowed,
+            });
     if allowed {
         return Ok(());
     }
