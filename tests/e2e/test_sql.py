@@ -730,6 +730,12 @@ def test_statements_too_large_to_plan_are_refused_before_planning(lake, iot):
         with pytest.raises(psycopg.Error) as e:
             conn.execute("CREATE VIEW v9 AS SELECT _offset FROM v8 UNION ALL SELECT _offset FROM v8")
         assert e.value.sqlstate == "54001" and "plan steps" in e.value.diag.message_primary, str(e.value)
+        # Replacing a view with one too large keeps the old one, in both protocols.
+        for prepare in (False, True):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute("CREATE OR REPLACE VIEW v2 AS SELECT _offset FROM v8 UNION ALL SELECT _offset FROM v8",
+                             prepare=prepare)
+            assert e.value.sqlstate == "54001", (prepare, str(e.value))
         assert conn.execute("SELECT count(*) FROM v2").fetchone() == (4 * total[0],)
         # Four uses of v8 read 4 * 256 tables.
         with pytest.raises(psycopg.Error) as e:

@@ -12,9 +12,11 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::config::ConfigOptions;
+use datafusion::datasource::{TableType, ViewTable};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::optimizer::{Analyzer, AnalyzerRule};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -228,6 +230,7 @@ impl Engine {
 
     async fn begin(&self, sql: &str) -> Result<SendableRecordBatchStream> {
         self.check_text(sql)?;
+        self.check_replaced_views(sql).await?;
         if let Some((schema, batches)) = crate::ctas::try_run(self, sql).await? {
             let batches = futures::stream::iter(batches.into_iter().map(Ok));
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));
@@ -250,6 +253,41 @@ impl Engine {
     /// with the views of the `public` schema.
     pub fn check_text(&self, sql: &str) -> Result<()> {
         crate::plan_size::check_text(sql, &|name| self.topics.tables_read_by_view(name))
+    }
+
+    /// `CREATE OR REPLACE VIEW`, checked before DataFusion runs it: DataFusion drops what has
+    /// the name first and registers the new view after, so a view refused as too large
+    /// ([`crate::plan_size::check_view`]) would leave no view at all, and a CTAS table of that
+    /// name would leave the catalog for good. A table stays a table (PostgreSQL: "is not a
+    /// view"), and a view too large to keep is refused with the old one still there. Text that
+    /// does not parse or plan passes: running it reports that.
+    pub async fn check_replaced_views(&self, sql: &str) -> Result<()> {
+        if !sql.to_ascii_lowercase().contains("replace") {
+            return Ok(());
+        }
+        let state = self.context.state();
+        for statement in crate::plan_size::replaced_views(sql) {
+            let Ok(LogicalPlan::Ddl(DdlStatement::CreateView(view))) =
+                state.statement_to_plan(statement).await
+            else {
+                continue;
+            };
+            let name = view.name.table();
+            if self.broker.topics.get(name).is_some() {
+                continue; // `TopicSchema::deregister_table` refuses it.
+            }
+            if let Ok(old) = self.context.table_provider(view.name.clone()).await
+                && old.table_type() != TableType::View
+            {
+                return Err(DataFusionError::Plan(format!(
+                    "{name} is a table, not a view: CREATE OR REPLACE VIEW replaces only a view \
+                     (DROP TABLE {name} first, or choose another name)"
+                )));
+            }
+            let input = Arc::unwrap_or_clone(view.input);
+            crate::plan_size::check_view(&ViewTable::new(input, view.definition))?;
+        }
+        Ok(())
     }
 
     /// Adds what helps: the topics that exist, when a table is unknown.

@@ -119,6 +119,22 @@ pub fn check_text(sql: &str, views: Views<'_>) -> Result<()> {
     }
 }
 
+/// The `CREATE OR REPLACE VIEW` statements of `sql`, parsed as [`check_text`] parses.
+pub fn replaced_views(sql: &str) -> Vec<DfStatement> {
+    let dialects: [&dyn Dialect; 2] = [&PostgreSqlDialect {}, &GenericDialect {}];
+    let statements = dialects
+        .iter()
+        .find_map(|dialect| DFParser::parse_sql_with_dialect(sql, *dialect).ok())
+        .unwrap_or_default();
+    statements
+        .into_iter()
+        .filter(|statement| {
+            matches!(statement, DfStatement::Statement(inner)
+                if matches!(inner.as_ref(), Statement::CreateView(view) if view.or_replace))
+        })
+        .collect()
+}
+
 /// The tables `statement` reads, common table expressions and views expanded; an error for a
 /// statement refused outright ([`Expansion::pre_visit_statement`]).
 fn expanded_relations(statement: &DfStatement, views: Views<'_>) -> Result<usize> {

@@ -111,3 +111,56 @@ fn ctas_tables_are_there_after_a_restart() {
     broker.shutdown();
     drop(engine);
 }
+
+/// DataFusion drops what has the name before it registers a replacing view: checked first, a
+/// table stays a table (across a restart too), and a view refused as too large keeps the old one.
+#[test]
+fn create_or_replace_view_keeps_what_it_cannot_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, engine) = start(dir.path());
+    let config = TopicConfig::from_pairs([
+        ("value.format", "json"),
+        ("value.schema", "n BIGINT, x DOUBLE"),
+    ])
+    .unwrap();
+    broker.topics.create("nums", 1, 1, config).unwrap();
+    let run = |sql: &str| engine.runtime().block_on(engine.query(sql)).map(|_| ());
+    run(r#"INSERT INTO nums (_value) VALUES ('{"n": 1, "x": 0.5}'), ('{"n": 2, "x": 1.5}')"#)
+        .unwrap();
+    run("CREATE TABLE small WITH (format = 'parquet') AS SELECT n, x FROM nums").unwrap();
+    let refused = run("CREATE OR REPLACE VIEW small AS SELECT n, x FROM nums WHERE n = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("small is a table, not a view"),
+        "{refused}"
+    );
+    let all = [(1, 0.5), (2, 1.5)];
+    assert_eq!(rows(&engine, "SELECT n, x FROM small ORDER BY n"), all);
+
+    run("CREATE VIEW v0 AS SELECT n, x FROM nums").unwrap();
+    for i in 1..=8 {
+        let p = i - 1;
+        run(&format!(
+            "CREATE VIEW v{i} AS SELECT n, x FROM v{p} UNION ALL SELECT n, x FROM v{p}"
+        ))
+        .unwrap();
+    }
+    run("CREATE VIEW w AS SELECT n, x FROM nums WHERE n = 2").unwrap();
+    let refused =
+        run("CREATE OR REPLACE VIEW w AS SELECT n, x FROM v8 UNION ALL SELECT n, x FROM v8")
+            .unwrap_err()
+            .to_string();
+    assert!(refused.contains("too complex to plan"), "{refused}");
+    assert_eq!(rows(&engine, "SELECT n, x FROM w"), [(2, 1.5)]);
+    run("CREATE OR REPLACE VIEW w AS SELECT n, x FROM nums WHERE n = 1").unwrap();
+    assert_eq!(rows(&engine, "SELECT n, x FROM w"), [(1, 0.5)]);
+    broker.shutdown();
+    drop(engine);
+    drop(broker);
+
+    let (broker, engine) = start(dir.path());
+    assert_eq!(rows(&engine, "SELECT n, x FROM small ORDER BY n"), all);
+    broker.shutdown();
+    drop(engine);
+}

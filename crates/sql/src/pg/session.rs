@@ -99,7 +99,7 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        refuse_too_complex(query, &self.engine)?;
+        refuse_before_planning(query, &self.engine).await?;
         let cancelled = self.cancelled();
         let responses = tokio::select! {
             biased;
@@ -205,7 +205,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        refuse_too_complex(sql, &self.engine)?;
+        refuse_before_planning(sql, &self.engine).await?;
         self.inner
             .parse_sql(client, sql, types)
             .await
@@ -228,14 +228,16 @@ impl QueryParser for Parser {
     }
 }
 
-/// 54001 for a statement that may nest too deeply or read too many tables to plan
-/// (`crate::plan_size::check_text`).
-fn refuse_too_complex(sql: &str, engine: &Weak<Engine>) -> PgWireResult<()> {
-    engine
-        .upgrade()
-        .ok_or_else(super::stopping)?
-        .check_text(sql)
-        .map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), engine))
+/// What is refused before DataFusion plans `sql`: 54001 for a statement that may nest too
+/// deeply or read too many tables to plan (`Engine::check_text`), and a `CREATE OR REPLACE
+/// VIEW` that would lose what it replaces (`Engine::check_replaced_views`).
+async fn refuse_before_planning(sql: &str, weak: &Weak<Engine>) -> PgWireResult<()> {
+    let engine = weak.upgrade().ok_or_else(super::stopping)?;
+    let checked = match engine.check_text(sql) {
+        Ok(()) => engine.check_replaced_views(sql).await,
+        refused => refused,
+    };
+    checked.map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), weak))
 }
 
 /// An error of DataFusion or of the SQL parser as PostgreSQL would report it for `sql`.
