@@ -176,7 +176,9 @@ impl ZoneIndex {
             .entries
             .partition_point(|&(start, _, _)| start <= relative_offset)
             .saturating_sub(1);
-        let meets = |&(_, min, max): &(u32, i64, i64)| max >= low && min < high;
+        // A `high` of i64::MAX is no upper bound (a record may be timestamped i64::MAX).
+        let meets =
+            |&(_, min, max): &(u32, i64, i64)| max >= low && (min < high || high == i64::MAX);
         let start = first + self.entries.get(first..)?.iter().position(meets)?;
         let end = self.entries[start..]
             .iter()
@@ -253,6 +255,12 @@ mod tests {
         assert_eq!(zones.next_match(0, 450, 460), Some((20, Some(30))));
         assert_eq!(zones.next_match(25, 0, 1000), Some((25, None)));
         assert_eq!(zones.next_match(31, 450, 460), None);
+        // A high end of i64::MAX is no bound: a zone of records timestamped i64::MAX meets it.
+        let mut last = ZoneIndex::default();
+        last.note(0, Some(i64::MAX), i64::MAX, 10);
+        assert_eq!(last.next_match(0, i64::MAX, i64::MAX), Some((0, None)));
+        assert_eq!(last.next_match(0, i64::MIN, i64::MAX), Some((0, None)));
+        assert_eq!(last.next_match(0, 0, i64::MAX - 1), None);
         assert_eq!(ZoneIndex::default().next_match(0, 0, 10), None);
 
         let decoded = ZoneIndex::decode(&zones.encode()).unwrap();

@@ -451,17 +451,29 @@ impl Constraints {
     }
 }
 
-/// Narrows the half-open `range` by `column op value`, where the value lies in `[floor, ceil]`
-/// milliseconds (equal unless it had a finer unit).
+/// Narrows `range` (half-open, `i64::MAX` as its end being no bound: `rows::Ranges`) by
+/// `column op value`, where the value lies in `[floor, ceil]` milliseconds (equal unless it had a
+/// finer unit). False for a comparison the range cannot express exactly: one ending just below
+/// `i64::MAX` (DataFusion filters those rows itself).
 fn narrow(range: &mut (i64, i64), op: Operator, floor: i64, ceil: i64) -> bool {
-    let (low, high) = match op {
-        Operator::Eq if floor == ceil => (floor, floor.saturating_add(1)),
-        Operator::Eq => (1, 0),
-        Operator::Gt => (floor.saturating_add(1), i64::MAX),
-        Operator::GtEq => (ceil, i64::MAX),
-        Operator::Lt => (i64::MIN, ceil),
-        Operator::LtEq => (i64::MIN, floor.saturating_add(1)),
+    // `[low, end)`, where `end` may be past i64; `None`: nothing matches.
+    let bounds = match op {
+        Operator::Eq if floor == ceil => Some((floor, floor as i128 + 1)),
+        Operator::Eq => None,
+        Operator::Gt if floor == i64::MAX => None,
+        Operator::Gt => Some((floor + 1, i64::MAX as i128 + 1)),
+        Operator::GtEq => Some((ceil, i64::MAX as i128 + 1)),
+        Operator::Lt => Some((i64::MIN, ceil as i128)),
+        Operator::LtEq => Some((i64::MIN, floor as i128 + 1)),
         _ => return false,
+    };
+    let (low, high) = match bounds {
+        // Past i64::MAX: no upper bound.
+        Some((low, end)) if end > i64::MAX as i128 => (low, i64::MAX),
+        // Exactly i64::MAX would read as no bound.
+        Some((_, end)) if end == i64::MAX as i128 => return false,
+        Some((low, end)) => (low, end as i64),
+        None => (1, 0),
     };
     range.0 = range.0.max(low);
     range.1 = range.1.min(high);
@@ -640,7 +652,7 @@ fn plan_partition(
                     object.next_offset() > ranges.offsets.0
                         && object.base_offset() < ranges.offsets.1
                         && object.stats.max_timestamp >= ranges.timestamps.0
-                        && object.stats.min_timestamp < ranges.timestamps.1
+                        && crate::rows::below(object.stats.min_timestamp, ranges.timestamps.1)
                 })
                 .cloned()
                 .collect();
@@ -688,6 +700,62 @@ mod tests {
             .iter()
             .all(|filter| constraints.apply(filter))
             .then_some(constraints)
+    }
+
+    /// Every comparison taken over keeps exactly the values it matches, i64's ends included; only
+    /// those ending just below i64::MAX are left to DataFusion.
+    #[test]
+    fn ranges_are_exact_at_the_ends_of_i64() {
+        let edges = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            0,
+            1,
+            i64::MAX - 2,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        let ops = [
+            Operator::Eq,
+            Operator::Gt,
+            Operator::GtEq,
+            Operator::Lt,
+            Operator::LtEq,
+        ];
+        let mut left_over = Vec::new();
+        for op in ops {
+            for v in edges {
+                let mut timestamps = (i64::MIN, i64::MAX);
+                if !narrow(&mut timestamps, op, v, v) {
+                    left_over.push((op, v));
+                    continue;
+                }
+                let ranges = crate::rows::Ranges {
+                    offsets: (0, 1),
+                    timestamps,
+                };
+                for t in edges {
+                    let want = match op {
+                        Operator::Eq => t == v,
+                        Operator::Gt => t > v,
+                        Operator::GtEq => t >= v,
+                        Operator::Lt => t < v,
+                        _ => t <= v,
+                    };
+                    assert_eq!(ranges.keeps(0, t), want, "{t} {op} {v}: {timestamps:?}");
+                }
+                // Every range here keeps one of the edges or nothing at all.
+                let kept = edges.iter().any(|&t| ranges.keeps(0, t));
+                assert_eq!(ranges.is_empty(), !kept, "{op} {v}: {timestamps:?}");
+            }
+        }
+        let just_below = [
+            (Operator::Eq, i64::MAX - 1),
+            (Operator::Lt, i64::MAX),
+            (Operator::LtEq, i64::MAX - 1),
+        ];
+        assert_eq!(left_over, just_below);
     }
 
     #[test]

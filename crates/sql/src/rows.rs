@@ -81,7 +81,9 @@ pub fn table_schema(format: &ValueFormat) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Offsets and timestamps a scan keeps: `[low, high)` each.
+/// Offsets and timestamps a scan keeps: `[low, high)` each, except that a `high` of `i64::MAX`
+/// is no upper bound ([`below`]): a producer may timestamp a record `i64::MAX`, and a full scan
+/// keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ranges {
     pub offsets: (i64, i64),
@@ -100,14 +102,21 @@ impl Default for Ranges {
 impl Ranges {
     pub fn keeps(&self, offset: i64, timestamp: i64) -> bool {
         offset >= self.offsets.0
-            && offset < self.offsets.1
+            && below(offset, self.offsets.1)
             && timestamp >= self.timestamps.0
-            && timestamp < self.timestamps.1
+            && below(timestamp, self.timestamps.1)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.offsets.0 >= self.offsets.1 || self.timestamps.0 >= self.timestamps.1
+        let empty = |(low, high): (i64, i64)| low > high || (low == high && high != i64::MAX);
+        empty(self.offsets) || empty(self.timestamps)
     }
+}
+
+/// Whether `value` lies below a range's `high` end, where `i64::MAX` is no bound at all.
+#[inline]
+pub fn below(value: i64, high: i64) -> bool {
+    value < high || high == i64::MAX
 }
 
 /// Record values where they lie, one per row: in the reads they came from (kept alive by
@@ -321,7 +330,8 @@ impl RowsBuilder {
             let timestamp = if log_append_time {
                 header.max_timestamp
             } else {
-                header.base_timestamp + record.timestamp_delta
+                // Wrapping, as every reader of stored batches: a producer chose both numbers.
+                header.base_timestamp.wrapping_add(record.timestamp_delta)
             };
             if !ranges.keeps(offset, timestamp) {
                 continue;
@@ -620,4 +630,52 @@ fn text_of(keys: &BinaryArray) -> StringArray {
 
 fn external(error: impl std::error::Error + Send + Sync + 'static) -> ArrowError {
     ArrowError::ExternalError(Box::new(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A producer chooses a batch's base timestamp and its records' deltas: a sum past i64's
+    /// range wraps (as the log's own readers do) instead of failing the scan.
+    #[test]
+    fn timestamps_past_i64_wrap_as_the_logs_readers_do() {
+        let template = BatchHeader::parse(
+            &records::BatchBuilder::new(0)
+                .record(None, Some(b"a"), 0)
+                .build(),
+        )
+        .unwrap();
+        let header = BatchHeader {
+            base_timestamp: i64::MAX,
+            max_timestamp: i64::MAX,
+            ..template
+        };
+        let mut out = Vec::new();
+        let mut encoder = records::BatchEncoder::begin(&mut out, &header);
+        for (offset_delta, timestamp_delta) in [(0, 0), (1, 1)] {
+            let record = records::RecordFields {
+                attributes: 0,
+                timestamp_delta,
+                offset_delta,
+                key: None,
+                value: Some(b"v"),
+            };
+            encoder.record(&mut out, &record, []).unwrap();
+        }
+        let range = encoder.finish(&mut out).unwrap();
+        let format = Arc::new(ValueFormat::Raw);
+        let table = table_schema(&format);
+        let mut rows = RowsBuilder::new(0, format, Arc::clone(&table), vec![1, 2]);
+        let chunk = Bytes::from(out);
+        let added = rows.add_batch(&chunk, range, &Ranges::default()).unwrap();
+        assert_eq!(added, 2);
+        let batch = rows.finish().unwrap();
+        let timestamps = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(timestamps.values(), &[i64::MAX, i64::MIN]);
+    }
 }

@@ -34,7 +34,7 @@ use parquet::file::statistics::Statistics;
 use tier::ObjectEntry;
 
 use crate::format::ValueFormat;
-use crate::rows::{self, BATCH_ROWS, Ranges, RowsBuilder};
+use crate::rows::{self, BATCH_ROWS, Ranges, RowsBuilder, below};
 
 /// Bytes of hot log read at a time.
 const HOT_READ_BYTES: usize = 4 << 20;
@@ -330,18 +330,23 @@ fn rows_in_range(batch: &RecordBatch, range: &Ranges) -> BooleanArray {
     BooleanArray::new(kept, None)
 }
 
-/// A bitmap of which `values` lie in `[low, high)`, 64 rows to a word. Each word comes from a
-/// loop of fixed length without branches or bounds checks, so the compiler vectorizes it.
+/// A bitmap of which `values` lie in `[low, high)` (`high` = `i64::MAX`: no upper bound), 64
+/// rows to a word. Each word comes from a loop of fixed length without branches or bounds
+/// checks, so the compiler vectorizes it.
 fn in_range_bits(values: &[i64], (low, high): (i64, i64)) -> arrow::buffer::Buffer {
-    // `low <= value < high` as one unsigned comparison: `value - low < high - low`.
-    let width = if high > low {
-        high.wrapping_sub(low) as u64
+    // `low <= value < high` as one unsigned comparison: `value - low < high - low`; with no
+    // upper bound `value - low <= i64::MAX - low`, which for `low` = `i64::MIN` is every value.
+    let (width, every) = if high == i64::MAX {
+        let last = i64::MAX.wrapping_sub(low) as u64;
+        (last.wrapping_add(1), last == u64::MAX)
+    } else if high > low {
+        (high.wrapping_sub(low) as u64, false)
     } else {
-        0
+        (0, false)
     };
     let word = |chunk: &[i64]| {
         chunk.iter().enumerate().fold(0u64, |word, (bit, &value)| {
-            word | u64::from((value.wrapping_sub(low) as u64) < width) << bit
+            word | u64::from(every | ((value.wrapping_sub(low) as u64) < width)) << bit
         })
     };
     let (chunks, rest) = values.as_chunks::<64>();
@@ -751,15 +756,17 @@ impl PartitionScan {
                     _ => None,
                 };
             let offsets_match = bounds(offset_column)
-                .is_none_or(|(min, max)| max >= range.offsets.0 && min < range.offsets.1);
-            let times_match = bounds(timestamp_column)
-                .is_none_or(|(min, max)| max >= range.timestamps.0 && min < range.timestamps.1);
+                .is_none_or(|(min, max)| max >= range.offsets.0 && below(min, range.offsets.1));
+            let times_match = bounds(timestamp_column).is_none_or(|(min, max)| {
+                max >= range.timestamps.0 && below(min, range.timestamps.1)
+            });
             // Raw batches (kept verbatim) hold records the statistics do not see row by row.
             if offsets_match && times_match {
-                let offsets_inside = bounds(offset_column)
-                    .is_some_and(|(min, max)| min >= range.offsets.0 && max < range.offsets.1);
+                let offsets_inside = bounds(offset_column).is_some_and(|(min, max)| {
+                    min >= range.offsets.0 && below(max, range.offsets.1)
+                });
                 let times_inside = bounds(timestamp_column).is_some_and(|(min, max)| {
-                    min >= range.timestamps.0 && max < range.timestamps.1
+                    min >= range.timestamps.0 && below(max, range.timestamps.1)
                 });
                 offsets_all_inside &= offsets_inside;
                 times_all_inside &= times_inside;
@@ -1082,7 +1089,10 @@ mod tests {
             for &low in &edges {
                 for &high in &edges {
                     let bits = BooleanBuffer::new(in_range_bits(&values, (low, high)), 0, len);
-                    let want: Vec<bool> = values.iter().map(|&v| v >= low && v < high).collect();
+                    let want: Vec<bool> = values
+                        .iter()
+                        .map(|&v| v >= low && (v < high || high == i64::MAX))
+                        .collect();
                     assert_eq!(
                         bits.iter().collect::<Vec<_>>(),
                         want,
