@@ -868,6 +868,18 @@ def test_psql_shows_where_the_error_is(lake, iot):
     assert any(line.startswith("HINT:") and "iot" in line for line in lines), r.stderr
 
 
+def test_psql_describes_a_topic_with_types_tools_can_use(lake, iot):
+    """psql's `\\d` (pg_catalog's pg_attribute and format_type, as JDBC and BI tools read them):
+    `_timestamp` is a date and time, not text, and the decoded fields have their own types."""
+    rows = psql(lake, "\\d iot")
+    types = {row[0]: (row[1], row[3]) for row in rows}
+    assert types["_timestamp"] == ("timestamp without time zone", "not null"), rows
+    assert types["_partition"] == ("integer", "not null") and types["_offset"] == ("bigint", "not null"), rows
+    assert types["_key"][0] == "bytea" and types["_value"][0] == "bytea", rows
+    assert types["timestamp"][0] == "bigint" and types["metric"][0] == "double precision", rows
+    assert types["device_name"][0] == "text" and types["_error"][0] == "text", rows
+
+
 # --------------------------------------------------------------------------- HTTP formats
 def _norm(partition, offset, ts_ms, key, key_text, device, metric, error):
     return (int(partition), int(offset), int(ts_ms), key, key_text or None, device or None,

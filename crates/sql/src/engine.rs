@@ -160,12 +160,7 @@ impl Engine {
         catalog.register_schema(SCHEMA, Arc::clone(&topics) as _)?;
         context.register_catalog(CATALOG, Arc::new(catalog));
         // What psql and BI tools ask on connect: pg_catalog tables and functions.
-        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
-            &context,
-            CATALOG,
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .map_err(|error| *error)?;
+        crate::pg::types::register_pg_catalog(&context, CATALOG)?;
         // Tables made by CTAS before a restart.
         for entry in tables.tables() {
             if let Err(error) = crate::catalog::register(&context, &entry) {

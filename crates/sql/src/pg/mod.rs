@@ -9,11 +9,14 @@
 //!   connection (`session`).
 //! - **Errors as PostgreSQL reports them**: SQLSTATE, position and hint (`crate::sqlstate`).
 //! - **Hooks** (`hooks`): CTAS with options, and the type introspection of asyncpg.
+//! - **Column types in `pg_catalog`** that tools can use: `_timestamp` is a `timestamp`, not
+//!   `text` (`types`).
 //! - **A session state per connection**, so `SET` holds for that connection only, as in
 //!   PostgreSQL; the settings that are the server's are refused (`crate::settings`).
 
 mod hooks;
 mod session;
+pub(crate) mod types;
 
 use std::collections::HashMap;
 use std::future::Future;
