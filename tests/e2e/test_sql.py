@@ -760,6 +760,48 @@ def test_statements_too_large_to_plan_are_refused_before_planning(lake, iot):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_checks_hold_for_every_statement_the_endpoint_runs(lake, iot):
+    """The PostgreSQL endpoint parses (and rewrites) a client's text itself: each statement it
+    runs is checked as it runs, including beside one only it parses (`ABORT`), in a
+    multi-statement query after the statements before it, and at each execution of a prepared
+    one. A CTAS table is never replaced by a view or an in-memory table, and the shared schemas
+    cannot be dropped."""
+    with pg_connect(lake) as conn:
+        def refused(sql, sqlstate, **kw):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql, **kw)
+            assert e.value.sqlstate == sqlstate, (sql, e.value.sqlstate, str(e.value))
+            return e.value.diag.message_primary or ""
+
+        refused("SET datafusion.runtime.memory_limit = '1T'; ABORT", "42501")
+        refused("RESET datafusion.runtime.memory_limit; ABORT", "42501")
+        refused("DROP SCHEMA public CASCADE; ABORT", "0A000")
+        refused("DROP SCHEMA pg_catalog CASCADE", "0A000")
+        limit = conn.execute(SETTING, ("datafusion.runtime.memory_limit",)).fetchone()
+        assert limit is None or "T" not in (limit[0] or ""), limit
+
+        conn.execute("CREATE TABLE kept WITH (format = 'parquet') AS SELECT 1 AS a")
+        for sql in ("CREATE OR REPLACE VIEW kept AS SELECT 2 AS a; ABORT",
+                    "CREATE OR REPLACE VIEW kept AS SELECT 2 AS a",
+                    "CREATE OR REPLACE TABLE kept AS SELECT 3 AS a"):
+            message = refused(sql, "42809")
+            assert "kept is a table" in message, (sql, message)
+        # The second statement is checked after the first has run.
+        message = refused("CREATE TABLE later WITH (format = 'parquet') AS SELECT 4 AS a; "
+                          "CREATE OR REPLACE VIEW later AS SELECT 5 AS a", "42809")
+        assert "later is a table, not a view" in message, message
+        # Prepared while the name was a view, executed after it became a CTAS table.
+        replace = "CREATE OR REPLACE VIEW swapped AS SELECT 6 AS a"
+        conn.execute(replace, prepare=True)
+        conn.execute("DROP VIEW swapped")
+        conn.execute("CREATE TABLE swapped WITH (format = 'parquet') AS SELECT 7 AS a")
+        message = refused(replace, "42809", prepare=True)
+        assert "swapped is a table, not a view" in message, message
+        for table, want in (("kept", 1), ("later", 4), ("swapped", 7)):
+            assert conn.execute(f"SELECT a FROM {table}").fetchall() == [(want,)], table
+        assert conn.execute("SELECT count(*) FROM iot").fetchone()[0] > 0
+
+
 SETTING = "SELECT value FROM information_schema.df_settings WHERE name = %s"
 
 

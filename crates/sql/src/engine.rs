@@ -225,7 +225,6 @@ impl Engine {
 
     async fn begin(&self, sql: &str) -> Result<SendableRecordBatchStream> {
         self.check_text(sql)?;
-        self.check_replaced_views(sql).await?;
         if let Some((schema, batches)) = crate::ctas::try_run(self, sql).await? {
             let batches = futures::stream::iter(batches.into_iter().map(Ok));
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));
@@ -233,6 +232,7 @@ impl Engine {
         // As `SessionContext::sql`, but a SET is refused before it runs (`settings`).
         let plan = self.context.state().create_logical_plan(sql).await?;
         crate::settings::refuse_sessionless(&plan)?;
+        self.check_replacing(&plan).await?;
         let frame = self.context.execute_logical_plan(plan).await?;
         frame.execute_stream().await
     }
@@ -250,39 +250,57 @@ impl Engine {
         crate::plan_size::check_text(sql, &|name| self.topics.tables_read_by_view(name))
     }
 
-    /// `CREATE OR REPLACE VIEW`, checked before DataFusion runs it: DataFusion drops what has
-    /// the name first and registers the new view after, so a view refused as too large
-    /// ([`crate::plan_size::check_view`]) would leave no view at all, and a CTAS table of that
-    /// name would leave the catalog for good. A table stays a table (PostgreSQL: "is not a
-    /// view"), and a view too large to keep is refused with the old one still there. Text that
-    /// does not parse or plan passes: running it reports that.
-    pub async fn check_replaced_views(&self, sql: &str) -> Result<()> {
-        if !sql.to_ascii_lowercase().contains("replace") {
-            return Ok(());
-        }
-        let state = self.context.state();
-        for statement in crate::plan_size::replaced_views(sql) {
-            let Ok(LogicalPlan::Ddl(DdlStatement::CreateView(view))) =
-                state.statement_to_plan(statement).await
-            else {
-                continue;
-            };
-            let name = view.name.table();
-            if self.broker.topics.get(name).is_some() {
-                continue; // `TopicSchema::deregister_table` refuses it.
+    /// A planned `CREATE OR REPLACE` (view, table, external table), checked just before DataFusion
+    /// runs it: DataFusion drops what has the name first and registers the new object after,
+    /// so a view refused as too large ([`crate::plan_size::check_view`]) would leave nothing,
+    /// and a CTAS table of that name would leave the catalog for good. So a view replaces only
+    /// a view (PostgreSQL: "is not a view"), a view too large to keep is refused with the old
+    /// one still there, and a CTAS table is replaced only after `DROP TABLE`.
+    pub async fn check_replacing(&self, plan: &LogicalPlan) -> Result<()> {
+        let (name, view) = match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateView(view)) if view.or_replace => {
+                (&view.name, Some(view))
             }
-            if let Ok(old) = self.context.table_provider(view.name.clone()).await
-                && old.table_type() != TableType::View
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(table)) if table.or_replace => {
+                (&table.name, None)
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(table)) if table.or_replace => {
+                (&table.name, None)
+            }
+            _ => return Ok(()),
+        };
+        let table = name.table();
+        if self.broker.topics.get(table).is_some() {
+            return Ok(()); // `TopicSchema::deregister_table` refuses it.
+        }
+        let old = self.context.table_provider(name.clone()).await.ok();
+        let kept = self
+            .catalog
+            .tables()
+            .iter()
+            .any(|entry| entry.name == table);
+        match view {
+            Some(_)
+                if old
+                    .as_ref()
+                    .is_some_and(|old| old.table_type() != TableType::View) =>
             {
-                return Err(DataFusionError::Plan(format!(
-                    "{name} is a table, not a view: CREATE OR REPLACE VIEW replaces only a view \
-                     (DROP TABLE {name} first, or choose another name)"
-                )));
+                Err(DataFusionError::Plan(format!(
+                    "{table} is a table, not a view: CREATE OR REPLACE VIEW replaces only a view \
+                     (DROP TABLE {table} first, or choose another name)"
+                )))
             }
-            let input = Arc::unwrap_or_clone(view.input);
-            crate::plan_size::check_view(&ViewTable::new(input, view.definition))?;
+            Some(view) => {
+                let input = Arc::unwrap_or_clone(Arc::clone(&view.input));
+                crate::plan_size::check_view(&ViewTable::new(input, view.definition.clone()))
+                    .map(|_| ())
+            }
+            None if old.is_some() && kept => Err(DataFusionError::Plan(format!(
+                "{table} is a table made by CREATE TABLE ... AS and kept across restarts: \
+                 CREATE OR REPLACE does not replace it (DROP TABLE {table} first)"
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Adds what helps: the topics that exist, when a table is unknown.

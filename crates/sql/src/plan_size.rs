@@ -33,7 +33,9 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DfStatement};
 use datafusion::sql::planner::IdentNormalizer;
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Query, Statement, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{
+    Ident, ObjectName, ObjectType, Query, Statement, Visit, Visitor,
+};
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -110,29 +112,25 @@ pub fn check_text(sql: &str, views: Views<'_>) -> Result<()> {
         })
     });
     match relations.transpose()? {
-        Some(relations) if relations > RELATIONS_MAX => {
-            Err(DataFusionError::External(Box::new(TooLarge::Relations {
-                relations,
-            })))
-        }
-        _ => Ok(()),
+        Some(relations) => at_most(relations),
+        None => Ok(()),
     }
 }
 
-/// The `CREATE OR REPLACE VIEW` statements of `sql`, parsed as [`check_text`] parses.
-pub fn replaced_views(sql: &str) -> Vec<DfStatement> {
-    let dialects: [&dyn Dialect; 2] = [&PostgreSqlDialect {}, &GenericDialect {}];
-    let statements = dialects
-        .iter()
-        .find_map(|dialect| DFParser::parse_sql_with_dialect(sql, *dialect).ok())
-        .unwrap_or_default();
-    statements
-        .into_iter()
-        .filter(|statement| {
-            matches!(statement, DfStatement::Statement(inner)
-                if matches!(inner.as_ref(), Statement::CreateView(view) if view.or_replace))
-        })
-        .collect()
+/// [`check_text`]'s checks on one parsed `statement`, as the PostgreSQL endpoint runs it
+/// (`datafusion-postgres` parses and rewrites the client's text on its own, so what it runs
+/// is checked again: `pg::hooks::Guard`).
+pub fn check_statement(statement: &Statement, views: Views<'_>) -> Result<()> {
+    at_most(read_by(views, |c| statement.visit(c))?)
+}
+
+fn at_most(relations: usize) -> Result<()> {
+    if relations > RELATIONS_MAX {
+        return Err(DataFusionError::External(Box::new(TooLarge::Relations {
+            relations,
+        })));
+    }
+    Ok(())
 }
 
 /// The tables `statement` reads, common table expressions and views expanded; an error for a
@@ -203,6 +201,12 @@ impl Visitor for Expansion<'_> {
         let refused = match statement {
             Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => {
                 "lakestream has one schema for topics, tables and views, `public`: CREATE SCHEMA and CREATE DATABASE are not supported"
+            }
+            Statement::Drop {
+                object_type: ObjectType::Schema | ObjectType::Database,
+                ..
+            } => {
+                "the schemas `public` (topics, tables and views), `pg_catalog` and `information_schema` are the server's and every client's: DROP SCHEMA and DROP DATABASE are not supported"
             }
             Statement::Set(_) | Statement::Reset(_) => {
                 return match crate::settings::check_statement(statement) {
@@ -531,7 +535,13 @@ mod tests {
         let folded = format!("WITH {accented}, é12 AS (SELECT 1 AS a) SELECT count(*) FROM É12");
         assert!(check_text(&folded, &|_| None).is_err(), "{folded}");
         // What would escape the checks is refused for every client.
-        for refused in ["CREATE SCHEMA s", "CREATE DATABASE d"] {
+        for refused in [
+            "CREATE SCHEMA s",
+            "CREATE DATABASE d",
+            "DROP SCHEMA public CASCADE",
+            "DROP SCHEMA IF EXISTS pg_catalog",
+            "DROP DATABASE lakestream",
+        ] {
             let error = check_text(refused, &|_| None).unwrap_err();
             assert!(
                 matches!(error, DataFusionError::NotImplemented(_)),

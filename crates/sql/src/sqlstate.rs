@@ -35,6 +35,7 @@ pub const OUT_OF_MEMORY: &str = "53200";
 pub const QUERY_CANCELED: &str = "57014";
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+pub const WRONG_OBJECT_TYPE: &str = "42809";
 pub const INTERNAL_ERROR: &str = "XX000";
 
 /// One error as a PostgreSQL client sees it.
@@ -268,6 +269,11 @@ fn from_plan_message(message: &str) -> PgError {
     }
     if message.starts_with("Unsupported") {
         return PgError::new(FEATURE_NOT_SUPPORTED, message);
+    }
+    // `Engine::check_replacing`: what CREATE OR REPLACE would replace is another kind of object.
+    if message.contains("is a table, not a view") || message.contains("CREATE OR REPLACE does not")
+    {
+        return PgError::new(WRONG_OBJECT_TYPE, message);
     }
     PgError::new(SYNTAX_OR_RULE_VIOLATION, message)
 }

@@ -112,8 +112,8 @@ fn ctas_tables_are_there_after_a_restart() {
     drop(engine);
 }
 
-/// DataFusion drops what has the name before it registers a replacing view: checked first, a
-/// table stays a table (across a restart too), and a view refused as too large keeps the old one.
+/// DataFusion drops what has the name before it registers a replacing object: checked first, a
+/// CTAS table stays (across a restart too), and a view refused as too large keeps the old one.
 #[test]
 fn create_or_replace_view_keeps_what_it_cannot_replace() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,6 +135,26 @@ fn create_or_replace_view_keeps_what_it_cannot_replace() {
         refused.contains("small is a table, not a view"),
         "{refused}"
     );
+    // Nor by an in-memory table or an external table (which would not outlive a restart).
+    let elsewhere = dir.path().join("elsewhere.parquet");
+    run(&format!(
+        "COPY (SELECT n, x FROM nums) TO '{}' STORED AS PARQUET",
+        elsewhere.display()
+    ))
+    .unwrap();
+    for replace in [
+        "CREATE OR REPLACE TABLE small AS SELECT n, x FROM nums WHERE n = 1".to_string(),
+        format!(
+            "CREATE OR REPLACE EXTERNAL TABLE small STORED AS PARQUET LOCATION '{}'",
+            elsewhere.display()
+        ),
+    ] {
+        let refused = run(&replace).unwrap_err().to_string();
+        assert!(
+            refused.contains("small is a table made by CREATE TABLE ... AS"),
+            "{replace}: {refused}"
+        );
+    }
     let all = [(1, 0.5), (2, 1.5)];
     assert_eq!(rows(&engine, "SELECT n, x FROM small ORDER BY n"), all);
 

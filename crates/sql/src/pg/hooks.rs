@@ -1,5 +1,6 @@
 //! Statements answered here rather than by DataFusion: CTAS with options (Athena/Trino style),
-//! and asyncpg's type introspection. Plus the settings functions drivers call.
+//! and asyncpg's type introspection. Plus the settings functions drivers call, and the
+//! [`Guard`] that checks each statement as `datafusion-postgres` runs it.
 
 use std::sync::{Arc, Weak};
 
@@ -8,6 +9,7 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, SetExpr, Statement};
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
@@ -16,6 +18,102 @@ use datafusion_postgres::pgwire::api::{ClientInfo, Type};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 
 use crate::engine::Engine;
+
+/// The first hook: each statement `datafusion-postgres` parsed (and rewrote) from the client's
+/// text, checked when it is prepared and again when it runs, before any other hook or DataFusion
+/// acts on it: the text checks of `plan_size` (which may not parse what `datafusion-postgres`
+/// parses, e.g. `ABORT`, so a statement beside it would go unchecked), and a `CREATE OR REPLACE`
+/// that would lose what it replaces (`Engine::check_replacing`, on the catalog as it is when the
+/// statement runs, after the statements before it).
+pub(super) struct Guard {
+    engine: Weak<Engine>,
+}
+
+impl Guard {
+    pub(super) fn new(engine: Weak<Engine>) -> Guard {
+        Guard { engine }
+    }
+
+    /// Why `statement` is refused, if it is (`plan`: its plan, if made), as a hook's answer.
+    async fn refuse<T>(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        plan: Option<&LogicalPlan>,
+    ) -> Option<PgWireResult<T>> {
+        let error = self.check(statement, context, plan).await.err()?;
+        Some(Err(PgWireError::ApiError(Box::new(error))))
+    }
+
+    async fn check(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        plan: Option<&LogicalPlan>,
+    ) -> datafusion::common::Result<()> {
+        let Some(engine) = self.engine.upgrade() else {
+            return Ok(());
+        };
+        crate::plan_size::check_statement(statement, &|name| {
+            engine.topics().tables_read_by_view(name)
+        })?;
+        let replaces = match statement {
+            Statement::CreateView(view) => view.or_replace,
+            Statement::CreateTable(table) => table.or_replace,
+            _ => false,
+        };
+        if !replaces {
+            return Ok(());
+        }
+        let planned;
+        let plan = match plan {
+            Some(plan) => plan,
+            None => {
+                let statement = DfStatement::Statement(Box::new(statement.clone()));
+                // What does not plan is reported when DataFusion plans it.
+                let Ok(plan) = context.state().statement_to_plan(statement).await else {
+                    return Ok(());
+                };
+                planned = plan;
+                &planned
+            }
+        };
+        engine.check_replacing(plan).await
+    }
+}
+
+#[async_trait]
+impl QueryHook for Guard {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.refuse(statement, session_context, None).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        self.refuse(statement, session_context, None).await
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.refuse(statement, session_context, Some(logical_plan))
+            .await
+    }
+}
 
 pub(super) struct LakestreamHook {
     engine: Weak<Engine>,

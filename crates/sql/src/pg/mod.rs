@@ -106,6 +106,8 @@ pub fn serve(
     users: Users,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        // First: it checks each statement before another hook or DataFusion acts on it.
+        Arc::new(hooks::Guard::new(Arc::downgrade(engine))),
         Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
         Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
         Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),

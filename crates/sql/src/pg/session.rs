@@ -228,16 +228,14 @@ impl QueryParser for Parser {
     }
 }
 
-/// What is refused before DataFusion plans `sql`: 54001 for a statement that may nest too
-/// deeply or read too many tables to plan (`Engine::check_text`), and a `CREATE OR REPLACE
-/// VIEW` that would lose what it replaces (`Engine::check_replaced_views`).
+/// 54001 for a statement that may nest too deeply or read too many tables to plan
+/// (`Engine::check_text`), before `datafusion-postgres` parses it. Each statement it parses is
+/// checked again as it runs (`hooks::Guard`).
 async fn refuse_before_planning(sql: &str, weak: &Weak<Engine>) -> PgWireResult<()> {
     let engine = weak.upgrade().ok_or_else(super::stopping)?;
-    let checked = match engine.check_text(sql) {
-        Ok(()) => engine.check_replaced_views(sql).await,
-        refused => refused,
-    };
-    checked.map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), weak))
+    engine
+        .check_text(sql)
+        .map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), weak))
 }
 
 /// An error of DataFusion or of the SQL parser as PostgreSQL would report it for `sql`.
