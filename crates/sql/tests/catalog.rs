@@ -25,6 +25,18 @@ fn start(dir: &std::path::Path) -> (Arc<Broker>, Arc<sql::Engine>) {
     (broker, engine)
 }
 
+/// [`start`], with an empty JSON topic `nums` of columns `n BIGINT, x DOUBLE`.
+fn start_with_nums(dir: &std::path::Path) -> (Arc<Broker>, Arc<sql::Engine>) {
+    let (broker, engine) = start(dir);
+    let config = TopicConfig::from_pairs([
+        ("value.format", "json"),
+        ("value.schema", "n BIGINT, x DOUBLE"),
+    ])
+    .unwrap();
+    broker.topics.create("nums", 1, 1, config).unwrap();
+    (broker, engine)
+}
+
 /// The rows of `sql` as (an integer column, a float column) pairs.
 fn rows(engine: &Arc<sql::Engine>, sql: &str) -> Vec<(i64, f64)> {
     let output = engine.runtime().block_on(engine.query(sql)).unwrap();
@@ -51,13 +63,7 @@ fn rows(engine: &Arc<sql::Engine>, sql: &str) -> Vec<(i64, f64)> {
 #[test]
 fn ctas_tables_are_there_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (broker, engine) = start(dir.path());
-    let config = TopicConfig::from_pairs([
-        ("value.format", "json"),
-        ("value.schema", "n BIGINT, x DOUBLE"),
-    ])
-    .unwrap();
-    broker.topics.create("nums", 1, 1, config).unwrap();
+    let (broker, engine) = start_with_nums(dir.path());
     engine
         .runtime()
         .block_on(engine.query(
@@ -117,13 +123,7 @@ fn ctas_tables_are_there_after_a_restart() {
 #[test]
 fn create_or_replace_view_keeps_what_it_cannot_replace() {
     let dir = tempfile::tempdir().unwrap();
-    let (broker, engine) = start(dir.path());
-    let config = TopicConfig::from_pairs([
-        ("value.format", "json"),
-        ("value.schema", "n BIGINT, x DOUBLE"),
-    ])
-    .unwrap();
-    broker.topics.create("nums", 1, 1, config).unwrap();
+    let (broker, engine) = start_with_nums(dir.path());
     let run = |sql: &str| engine.runtime().block_on(engine.query(sql)).map(|_| ());
     run(r#"INSERT INTO nums (_value) VALUES ('{"n": 1, "x": 0.5}'), ('{"n": 2, "x": 1.5}')"#)
         .unwrap();
