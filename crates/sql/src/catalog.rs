@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, TableReference};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -198,7 +198,8 @@ pub fn register(context: &SessionContext, entry: &TableEntry) -> Result<()> {
         .with_listing_options(options)
         .with_schema(entry.schema()?);
     let table = ListingTable::try_new(config)?;
-    context.register_table(entry.name.as_str(), Arc::new(table))?;
+    // By the name as it is (`ctas::table_name`), not parsed again.
+    context.register_table(TableReference::bare(entry.name.as_str()), Arc::new(table))?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, TableReference};
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, Expr, SqlOption, Statement, Value};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -163,13 +163,16 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
         return Ok(None);
     };
     let options = CtasOptions::parse(options)?;
-    let name = create.name.to_string();
+    let name = table_name(&create.name.to_string())?;
     if engine.topics().topic_names().contains(&name) {
         return Err(plan_error(format!(
             "{name} is a topic; choose another table name"
         )));
     }
-    if engine.context().table_exist(name.as_str())? {
+    if engine
+        .context()
+        .table_exist(TableReference::bare(name.as_str()))?
+    {
         return Err(plan_error(format!("table {name} already exists")));
     }
     let location = match &options.location {
@@ -212,7 +215,9 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     let entry = TableEntry::new(&name, &location, &table_schema);
     catalog::register(engine.context(), &entry)?;
     if let Err(error) = engine.catalog().add(entry.clone()) {
-        let _ = engine.context().deregister_table(name.as_str());
+        let _ = engine
+            .context()
+            .deregister_table(TableReference::bare(name.as_str()));
         return Err(DataFusionError::Execution(format!(
             "table {name} was written but could not be recorded in the catalog: {error}"
         )));
@@ -235,6 +240,26 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
 }
 
 /// `tables/<name>` under the cold store (or under the data directory without one).
+/// The table's name as DataFusion resolves it and as `DROP TABLE` names it (`Sales` is `sales`,
+/// `"Sales"` stays `Sales`, `public.t` is `t`), so that it is kept and forgotten under one name.
+fn table_name(written: &str) -> Result<String> {
+    let reference = TableReference::parse_str(written);
+    let in_public = reference
+        .catalog()
+        .is_none_or(|catalog| catalog == crate::engine::CATALOG)
+        && reference
+            .schema()
+            .is_none_or(|schema| schema == crate::engine::SCHEMA);
+    if !in_public {
+        return Err(plan_error(format!(
+            "{written}: tables are made in {}.{} (name the table alone)",
+            crate::engine::CATALOG,
+            crate::engine::SCHEMA
+        )));
+    }
+    Ok(reference.table().to_string())
+}
+
 fn default_location(engine: &Engine, name: &str) -> StoreLocation {
     let config = &engine.broker.config;
     match config.tiering.as_ref().map(|tiering| &tiering.store) {

@@ -118,6 +118,60 @@ fn ctas_tables_are_there_after_a_restart() {
     drop(engine);
 }
 
+/// A table is kept and dropped under the name DataFusion resolves: unquoted names fold to lower
+/// case, quoted ones stay, a `public.` prefix is dropped; `DROP TABLE` holds across a restart.
+#[test]
+fn ctas_names_are_kept_as_datafusion_resolves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, engine) = start_with_nums(dir.path());
+    let run = |sql: &str| engine.runtime().block_on(engine.query(sql)).map(|_| ());
+    run(r#"INSERT INTO nums (_value) VALUES ('{"n": 1, "x": 0.5}')"#).unwrap();
+    for create in [
+        "CREATE TABLE Folded WITH (format = 'parquet') AS SELECT n, x FROM nums",
+        r#"CREATE TABLE "Quoted" WITH (format = 'parquet') AS SELECT n, x FROM nums"#,
+        "CREATE TABLE public.prefixed WITH (format = 'parquet') AS SELECT n, x FROM nums",
+    ] {
+        run(create).unwrap();
+    }
+    let refused = run("CREATE TABLE other.t WITH (format = 'parquet') AS SELECT n FROM nums")
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("name the table alone"), "{refused}");
+    let mut kept: Vec<String> = engine
+        .catalog()
+        .tables()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["Quoted", "folded", "prefixed"]);
+    for table in ["FOLDED", "folded", r#""Quoted""#, "public.prefixed"] {
+        assert_eq!(
+            rows(&engine, &format!("SELECT n, x FROM {table}")),
+            [(1, 0.5)]
+        );
+    }
+    run("DROP TABLE FOLDED").unwrap();
+    run(r#"DROP TABLE "Quoted""#).unwrap();
+    broker.shutdown();
+    drop(engine);
+    drop(broker);
+
+    let (broker, engine) = start(dir.path());
+    for gone in ["folded", r#""Quoted""#] {
+        assert!(
+            engine
+                .runtime()
+                .block_on(engine.query(&format!("SELECT n FROM {gone}")))
+                .is_err(),
+            "{gone} is back"
+        );
+    }
+    assert_eq!(rows(&engine, "SELECT n, x FROM prefixed"), [(1, 0.5)]);
+    broker.shutdown();
+    drop(engine);
+}
+
 /// DataFusion drops what has the name before it registers a replacing object: checked first, a
 /// CTAS table stays (across a restart too), and a view refused as too large keeps the old one.
 #[test]
