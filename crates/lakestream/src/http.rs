@@ -314,6 +314,29 @@ enum Piece {
     Failed(String),
 }
 
+/// The pieces after the first, up to the last. An error ends the stream with an error, which
+/// makes the server cut the transfer short; so does a query task that ends before its last
+/// piece (it panicked), so that the answer does not look whole.
+fn rest_of_answer(
+    receiver: tokio::sync::mpsc::Receiver<Piece>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::unfold(Some(receiver), |receiver| async move {
+        let mut receiver = receiver?;
+        let (item, next) = match receiver.recv().await {
+            Some(Piece::Bytes(bytes)) => (Ok(bytes), Some(receiver)),
+            Some(Piece::Last(bytes)) => (Ok(bytes), None),
+            Some(Piece::Failed(message)) => (Err(std::io::Error::other(message)), None),
+            None => (
+                Err(std::io::Error::other(
+                    "the query stopped before its last rows",
+                )),
+                None,
+            ),
+        };
+        Some((item, next))
+    })
+}
+
 /// `POST /sql` with the statement as the body: the rows as JSON
 /// (`{"columns": [{"name", "type"}], "rows": [{...}], "row_count", "elapsed_ms"}`), CSV with a
 /// header line, or an Arrow IPC stream. A bad statement answers 400 with `{"error": ...}`.
@@ -353,18 +376,9 @@ async fn run_sql(
         // The whole answer at once: sent with its length, in one write.
         Some(Piece::Last(whole)) => ([(header::CONTENT_TYPE, content_type)], whole).into_response(),
         Some(Piece::Bytes(first)) => {
-            let rest = futures::stream::unfold(Some(receiver), |receiver| async move {
-                let mut receiver = receiver?;
-                match receiver.recv().await? {
-                    Piece::Bytes(bytes) => Some((Ok(bytes), Some(receiver))),
-                    Piece::Last(bytes) => Some((Ok(bytes), None)),
-                    // An error in the body makes the server cut the transfer short.
-                    Piece::Failed(message) => Some((Err(std::io::Error::other(message)), None)),
-                }
-            });
             let body = futures::StreamExt::chain(
                 futures::stream::once(async move { Ok::<_, std::io::Error>(first) }),
-                rest,
+                rest_of_answer(receiver),
             );
             (
                 [(header::CONTENT_TYPE, content_type)],
@@ -612,4 +626,30 @@ fn flat(
         }
     }
     arrow::array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// An answer ends with its last piece, or with an error: never quietly cut short.
+    #[tokio::test]
+    async fn an_answer_whose_query_stops_early_ends_with_an_error() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        sender.send(Piece::Bytes("a".into())).await.unwrap();
+        sender.send(Piece::Last("b".into())).await.unwrap();
+        sender.send(Piece::Bytes("after".into())).await.unwrap();
+        let whole: Vec<_> = rest_of_answer(receiver).collect().await;
+        assert_eq!(whole.len(), 2);
+        assert!(whole.iter().all(Result::is_ok));
+
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        sender.send(Piece::Bytes("a".into())).await.unwrap();
+        drop(sender);
+        let cut: Vec<_> = rest_of_answer(receiver).collect().await;
+        assert_eq!(cut.len(), 2);
+        assert!(cut[0].is_ok() && cut[1].is_err(), "{cut:?}");
+    }
 }
