@@ -1,13 +1,20 @@
 //! `INSERT INTO topic SELECT ...`: rows become records produced into the topic.
 //!
 //! Columns are matched by name:
-//! - `_key` and `_value` are bytes or text.
-//! - `_partition` is optional: when it is absent or negative, a keyed record goes where Kafka's
-//!   default partitioner would put it, and a record without a key goes round-robin.
-//! - `_timestamp` is optional: when it is absent, the record gets the time of the insert.
-//! - For a JSON topic with no `_value`, the value columns are written as one JSON object.
+//! - `_key` and `_value` are bytes or text; `_key_text` is the key as text, used where `_key`
+//!   is NULL.
+//! - `_headers` (a list of `{key, value}`) become the record's headers.
+//! - `_partition` is optional: when it is absent, NULL or -1, a keyed record goes where Kafka's
+//!   default partitioner would put it, and a record without a key goes round-robin (from where
+//!   the previous statement left off). Another negative partition is an error.
+//! - `_timestamp` is optional: when it is absent or NULL, the record gets the time of the
+//!   insert. One before 1970 is an error (Kafka's timestamps are milliseconds since then).
+//! - For a JSON, CSV or Avro topic with no `_value`, the value columns are encoded as one value.
+//! - `_offset` and `_error` are ignored: the log assigns offsets (so `INSERT INTO t2 SELECT *
+//!   FROM t1` copies records).
 //!
-//! The statement answers once the records are durable, like acks=all.
+//! A record larger than the topic's `max.message.bytes` is an error, and batches are cut below
+//! it. The statement answers once the records are durable, like acks=all.
 
 use std::any::Any;
 use std::fmt;
@@ -25,17 +32,25 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 
 use crate::format::ValueFormat;
-use crate::rows::{KEY, PARTITION, TIMESTAMP, VALUE};
+use crate::rows::{HEADERS, KEY, KEY_TEXT, PARTITION, TIMESTAMP, VALUE};
 
 /// Records per appended batch, once a statement is too large to hold.
 const RECORDS_PER_BATCH: usize = 1000;
 
-/// Bytes of keys and values per appended batch (under the default `max.message.bytes`).
+/// Bytes per appended batch at most (the topic's `max.message.bytes` may make it less).
 const BATCH_BYTES: usize = 512 << 10;
 
-/// Bytes of keys and values an INSERT holds before appending anything: up to this size a
-/// statement is all or nothing.
+/// Bytes a record takes at most besides its key, value and headers (its length, attributes,
+/// deltas and the lengths of the rest, as varints), and a header besides its key and value.
+const RECORD_OVERHEAD: usize = 40;
+const HEADER_OVERHEAD: usize = 10;
+
+/// Bytes of records an INSERT holds before appending anything: up to this size a statement is
+/// all or nothing.
 const ATOMIC_INSERT_BYTES: usize = 64 << 20;
+
+/// Where the next statement's round-robin starts, so that one-row inserts spread too.
+static ROUND_ROBIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 pub fn plan(
     broker: Arc<Broker>,
@@ -109,7 +124,10 @@ impl DataSink for TopicSink {
     ) -> Result<u64> {
         let partitions = self.topic.partitions();
         let mut pending: Vec<Pending> = (0..partitions.len()).map(|_| Pending::default()).collect();
-        let mut next = 0usize;
+        let mut next = ROUND_ROBIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let max_message_bytes = self.topic.config().max_message_bytes();
+        let batch_bytes =
+            BATCH_BYTES.min(max_message_bytes.saturating_sub(records::BATCH_HEADER_LEN));
         let mut total = 0u64;
         let mut written_end = vec![-1i64; partitions.len()];
         let mut buffered = 0usize;
@@ -120,7 +138,16 @@ impl DataSink for TopicSink {
             for row in 0..batch.num_rows() {
                 let key = rows.key(row);
                 let partition = match rows.partition(row) {
-                    Some(index) if index >= 0 => {
+                    None | Some(-1) => None,
+                    Some(index) if index < 0 => {
+                        return Err(DataFusionError::Execution(format!(
+                            "_partition {index} does not exist (NULL or -1 lets the key choose)"
+                        )));
+                    }
+                    Some(index) => Some(index),
+                };
+                let partition = match partition {
+                    Some(index) => {
                         let index = index as usize;
                         if index >= partitions.len() {
                             return Err(DataFusionError::Execution(format!(
@@ -131,30 +158,58 @@ impl DataSink for TopicSink {
                         }
                         index
                     }
-                    _ => match key {
+                    None => match key {
                         Some(key) => {
                             records::partition_for_key(key, partitions.len() as i32) as usize
                         }
                         None => {
-                            next = (next + 1) % partitions.len();
-                            next
+                            next = next.wrapping_add(1);
+                            next % partitions.len()
                         }
                     },
                 };
-                let timestamp = rows.timestamp(row).unwrap_or(now);
+                let timestamp = match rows.timestamp(row) {
+                    None | Some(-1) => now,
+                    Some(before) if before < 0 => {
+                        return Err(DataFusionError::Execution(format!(
+                            "_timestamp {before} ms is before 1970-01-01: Kafka timestamps are \
+                             milliseconds since then"
+                        )));
+                    }
+                    Some(timestamp) => timestamp,
+                };
                 let value = rows.value(row);
+                let headers = rows.headers(row);
+                let size = RECORD_OVERHEAD
+                    + value.as_ref().map_or(0, Vec::len)
+                    + key.map_or(0, <[u8]>::len)
+                    + headers
+                        .iter()
+                        .map(|(key, value)| {
+                            HEADER_OVERHEAD + key.len() + value.map_or(0, <[u8]>::len)
+                        })
+                        .sum::<usize>();
+                if records::BATCH_HEADER_LEN + size > max_message_bytes {
+                    return Err(DataFusionError::Execution(format!(
+                        "a record of about {size} bytes is larger than max.message.bytes={max_message_bytes} of {}",
+                        self.topic.name
+                    )));
+                }
                 let slot = &mut pending[partition];
+                if slot.count > 0 && slot.bytes + size > batch_bytes {
+                    slot.seal();
+                }
                 let builder = slot
                     .builder
                     .take()
                     .unwrap_or_else(|| records::BatchBuilder::new(0));
-                slot.builder = Some(builder.record(key, value.as_deref(), timestamp));
+                slot.builder =
+                    Some(builder.record_with_headers(key, value.as_deref(), timestamp, &headers));
                 slot.count += 1;
                 total += 1;
-                let size = value.as_ref().map_or(0, Vec::len) + key.map_or(0, <[u8]>::len);
                 slot.bytes += size;
                 buffered += size;
-                if slot.count >= RECORDS_PER_BATCH || slot.bytes >= BATCH_BYTES {
+                if slot.count >= RECORDS_PER_BATCH {
                     slot.seal();
                 }
                 // Nothing is appended until every row is known good (a bad `_partition` fails
@@ -224,6 +279,9 @@ impl TopicSink {
 /// The columns of an inserted batch, by role.
 struct Rows {
     key: Option<Arc<dyn Array>>,
+    /// `_key_text`, for the rows whose `_key` is NULL.
+    key_text: Option<Arc<dyn Array>>,
+    headers: Option<Arc<dyn Array>>,
     value: Option<Arc<dyn Array>>,
     /// Values encoded from the value columns (JSON or Avro).
     json_values: Option<Vec<Vec<u8>>>,
@@ -238,7 +296,7 @@ impl Rows {
                 return Ok(None);
             };
             let target = match name {
-                KEY | VALUE => DataType::Binary,
+                KEY | KEY_TEXT | VALUE => DataType::Binary,
                 PARTITION => DataType::Int32,
                 TIMESTAMP => DataType::Timestamp(TimeUnit::Millisecond, None),
                 _ => return Ok(Some(Arc::clone(array))),
@@ -269,6 +327,33 @@ impl Rows {
                     )
                 }
             }
+            (ValueFormat::Csv { schema, .. }, None) => {
+                let fields: Vec<usize> = schema
+                    .fields()
+                    .iter()
+                    .map(|field| batch.schema().index_of(field.name()))
+                    .collect::<Result<_, _>>()?;
+                let projected = batch.project(&fields)?;
+                let named = projected
+                    .columns()
+                    .iter()
+                    .any(|column| column.null_count() < column.len());
+                if named {
+                    let mut writer = arrow::csv::WriterBuilder::new()
+                        .with_header(false)
+                        .build(Vec::new());
+                    writer.write(&projected)?;
+                    let text = writer.into_inner();
+                    Some(
+                        text.split(|byte| *byte == b'\n')
+                            .take(batch.num_rows())
+                            .map(<[u8]>::to_vec)
+                            .collect(),
+                    )
+                } else {
+                    None
+                }
+            }
             (ValueFormat::Avro { avro, .. }, None) => {
                 let has_fields = avro.columns().fields().iter().any(|field| {
                     batch
@@ -288,6 +373,8 @@ impl Rows {
         };
         Ok(Rows {
             key: column(KEY)?,
+            key_text: column(KEY_TEXT)?,
+            headers: batch.column_by_name(HEADERS).cloned(),
             value,
             json_values,
             partition: column(PARTITION)?,
@@ -296,8 +383,36 @@ impl Rows {
     }
 
     fn key(&self, row: usize) -> Option<&[u8]> {
-        let key = self.key.as_ref()?.as_binary::<i32>();
-        (!key.is_null(row)).then(|| key.value(row))
+        binary_at(self.key.as_ref(), row).or_else(|| binary_at(self.key_text.as_ref(), row))
+    }
+
+    /// The headers of `row`: `_headers` as the table types it (a list of `{key, value}`).
+    fn headers(&self, row: usize) -> Vec<(&[u8], Option<&[u8]>)> {
+        let Some(list) = self
+            .headers
+            .as_ref()
+            .and_then(|column| column.as_list_opt::<i32>())
+        else {
+            return Vec::new();
+        };
+        if list.is_null(row) {
+            return Vec::new();
+        }
+        let range = list.value_offsets()[row] as usize..list.value_offsets()[row + 1] as usize;
+        let entries = list.values().as_struct();
+        let (Some(keys), Some(values)) = (
+            entries.column(0).as_string_opt::<i32>(),
+            entries.column(1).as_binary_opt::<i32>(),
+        ) else {
+            return Vec::new();
+        };
+        range
+            .filter(|&at| !entries.is_null(at) && !keys.is_null(at))
+            .map(|at| {
+                let value = (!values.is_null(at)).then(|| values.value(at));
+                (keys.value(at).as_bytes(), value)
+            })
+            .collect()
     }
 
     fn value(&self, row: usize) -> Option<Vec<u8>> {
@@ -321,6 +436,12 @@ impl Rows {
             .timestamp
             .as_ref()?
             .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-        (!timestamp.is_null(row) && timestamp.value(row) >= 0).then(|| timestamp.value(row))
+        (!timestamp.is_null(row)).then(|| timestamp.value(row))
     }
+}
+
+/// The bytes of `row` in a binary `column`; `None` if NULL or if there is no column.
+fn binary_at(column: Option<&Arc<dyn Array>>, row: usize) -> Option<&[u8]> {
+    let column = column?.as_binary::<i32>();
+    (!column.is_null(row)).then(|| column.value(row))
 }
