@@ -9,7 +9,9 @@
 //!   the previous statement left off). Another negative partition is an error.
 //! - `_timestamp` is optional: when it is absent or NULL, the record gets the time of the
 //!   insert. One before 1970 is an error (Kafka's timestamps are milliseconds since then).
-//! - For a JSON, CSV or Avro topic with no `_value`, the value columns are encoded as one value.
+//! - A record's value is `_value`; where it is NULL, a JSON or CSV topic's value columns are
+//!   encoded as one value (an Avro topic's, when no row of the batch has a `_value`); where
+//!   those are all NULL too, the record is a tombstone (no value).
 //! - `_offset` and `_error` are ignored: the log assigns offsets (so `INSERT INTO t2 SELECT *
 //!   FROM t1` copies records).
 //!
@@ -283,8 +285,9 @@ struct Rows {
     key_text: Option<Arc<dyn Array>>,
     headers: Option<Arc<dyn Array>>,
     value: Option<Arc<dyn Array>>,
-    /// Values encoded from the value columns (JSON or Avro).
-    json_values: Option<Vec<Vec<u8>>>,
+    /// Per row, a value encoded from the value columns (JSON, CSV or Avro), for rows without
+    /// `_value`.
+    encoded: Option<Vec<Option<Vec<u8>>>>,
     partition: Option<Arc<dyn Array>>,
     timestamp: Option<Arc<dyn Array>>,
 }
@@ -303,58 +306,49 @@ impl Rows {
             };
             Ok(Some(arrow::compute::cast(array, &target)?))
         };
-        let value = column(VALUE)?.filter(|value| value.null_count() < value.len());
-        let json_values = match (format, &value) {
-            (ValueFormat::Json { schema, .. }, None) => {
+        let value = column(VALUE)?;
+        let given = value
+            .as_ref()
+            .map_or(0, |value| value.len() - value.null_count());
+        // Rows without `_value` get one encoded from the value columns: per row for JSON and
+        // CSV (a row whose value columns are all NULL too is a tombstone), for the whole batch
+        // for Avro (whose schema may not take NULLs), when no row has a `_value`.
+        let encoded = match format {
+            ValueFormat::Json { schema, .. } | ValueFormat::Csv { schema, .. }
+                if given < batch.num_rows() =>
+            {
                 let fields: Vec<usize> = schema
                     .fields()
                     .iter()
                     .filter_map(|field| batch.schema().index_of(field.name()).ok())
                     .collect();
-                if fields.is_empty() {
+                let projected = batch.project(&fields)?;
+                let lines = if fields.is_empty() {
                     None
-                } else {
-                    let projected = batch.project(&fields)?;
+                } else if matches!(format, ValueFormat::Json { .. }) {
                     let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
                     writer.write(&projected)?;
                     writer.finish()?;
-                    let text = writer.into_inner();
-                    Some(
-                        text.split(|byte| *byte == b'\n')
-                            .take(batch.num_rows())
-                            .map(<[u8]>::to_vec)
-                            .collect(),
-                    )
-                }
-            }
-            (ValueFormat::Csv { schema, .. }, None) => {
-                let fields: Vec<usize> = schema
-                    .fields()
-                    .iter()
-                    .map(|field| batch.schema().index_of(field.name()))
-                    .collect::<Result<_, _>>()?;
-                let projected = batch.project(&fields)?;
-                let named = projected
-                    .columns()
-                    .iter()
-                    .any(|column| column.null_count() < column.len());
-                if named {
+                    Some(writer.into_inner())
+                } else {
                     let mut writer = arrow::csv::WriterBuilder::new()
                         .with_header(false)
                         .build(Vec::new());
                     writer.write(&projected)?;
-                    let text = writer.into_inner();
-                    Some(
-                        text.split(|byte| *byte == b'\n')
-                            .take(batch.num_rows())
-                            .map(<[u8]>::to_vec)
-                            .collect(),
-                    )
-                } else {
-                    None
-                }
+                    Some(writer.into_inner())
+                };
+                lines.map(|text| {
+                    text.split(|byte| *byte == b'\n')
+                        .take(batch.num_rows())
+                        .enumerate()
+                        .map(|(row, line)| {
+                            let named = projected.columns().iter().any(|c| c.is_valid(row));
+                            named.then(|| line.to_vec())
+                        })
+                        .collect()
+                })
             }
-            (ValueFormat::Avro { avro, .. }, None) => {
+            ValueFormat::Avro { avro, .. } if given == 0 => {
                 let has_fields = avro.columns().fields().iter().any(|field| {
                     batch
                         .column_by_name(field.name())
@@ -364,7 +358,7 @@ impl Rows {
                     let values = avro.encode(batch).map_err(|reason| {
                         DataFusionError::Plan(format!("INSERT INTO an Avro topic: {reason}"))
                     })?;
-                    Some(values)
+                    Some(values.into_iter().map(Some).collect())
                 } else {
                     None
                 }
@@ -376,7 +370,7 @@ impl Rows {
             key_text: column(KEY_TEXT)?,
             headers: batch.column_by_name(HEADERS).cloned(),
             value,
-            json_values,
+            encoded,
             partition: column(PARTITION)?,
             timestamp: column(TIMESTAMP)?,
         })
@@ -415,12 +409,12 @@ impl Rows {
             .collect()
     }
 
+    /// `_value`, else the value encoded from the value columns; `None`: a tombstone.
     fn value(&self, row: usize) -> Option<Vec<u8>> {
-        if let Some(values) = &self.json_values {
-            return values.get(row).cloned();
+        if let Some(value) = binary_at(self.value.as_ref(), row) {
+            return Some(value.to_vec());
         }
-        let value = self.value.as_ref()?.as_binary::<i32>();
-        (!value.is_null(row)).then(|| value.value(row).to_vec())
+        self.encoded.as_ref()?.get(row).cloned().flatten()
     }
 
     fn partition(&self, row: usize) -> Option<i32> {
