@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, Result, TableReference};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, Expr, SqlOption, Statement, Value};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -183,6 +184,7 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     };
     let store = TierStore::open(&location, tier::StoreOptions::default())
         .map_err(|error| plan_error(error.to_string()))?;
+    clear_location(engine, &store, &location, options.location.is_none()).await?;
     let frame = engine.context().sql(&query.to_string()).await?;
     // Exactly `buckets` files: the rows' batches dealt round-robin to the writers.
     let mut stream = frame.execute_stream().await?;
@@ -193,6 +195,11 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     let mut writers = (0..options.buckets)
         .map(|_| ArrowWriter::try_new(Vec::new(), stream.schema(), Some(properties.clone())))
         .collect::<Result<Vec<_>, _>>()?;
+    // The files are held whole until written: in the engine's memory limit, like the query's
+    // own buffers, so a table too large fails with "Resources exhausted" instead of taking the
+    // broker's memory.
+    let held = MemoryConsumer::new(format!("CREATE TABLE {name}"))
+        .register(&engine.context().runtime_env().memory_pool);
     let mut rows = 0u64;
     let mut next = 0;
     while let Some(batch) = stream.next().await {
@@ -200,17 +207,26 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
         rows += batch.num_rows() as u64;
         writers[next].write(&batch)?;
         next = (next + 1) % writers.len();
+        let bytes = writers
+            .iter()
+            .map(|writer| writer.bytes_written() + writer.in_progress_size())
+            .sum();
+        held.try_resize(bytes)?;
     }
-    let mut files = 0i64;
+    let mut written = Vec::new();
     for (bucket, writer) in writers.into_iter().enumerate() {
         let bytes = writer.into_inner()?;
         let key = format!("part-{bucket:05}.parquet");
-        store
-            .put_new(&key, bytes.into())
-            .await
-            .map_err(|error| DataFusionError::Execution(format!("writing {key}: {error}")))?;
-        files += 1;
+        if let Err(error) = store.put_new(&key, bytes.into()).await {
+            remove_files(&store, &written).await;
+            return Err(DataFusionError::Execution(format!(
+                "writing {key}: {error}"
+            )));
+        }
+        written.push(key);
     }
+    drop(held);
+    let files = written.len() as i64;
     // Registered, then recorded durably before the answer: the table outlives a restart.
     let entry = TableEntry::new(&name, &location, &table_schema);
     catalog::register(engine.context(), &entry)?;
@@ -218,6 +234,7 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
         let _ = engine
             .context()
             .deregister_table(TableReference::bare(name.as_str()));
+        remove_files(&store, &written).await;
         return Err(DataFusionError::Execution(format!(
             "table {name} was written but could not be recorded in the catalog: {error}"
         )));
@@ -239,7 +256,50 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     Ok(Some((schema, vec![batch])))
 }
 
-/// `tables/<name>` under the cold store (or under the data directory without one).
+/// Makes sure a new table's files are the only ones at `location` (its listing reads every
+/// file there). Files at a table's default location that no table of the catalog uses are
+/// what a dropped table or a failed CTAS of that name left: removed. Files elsewhere are
+/// someone's: the location is refused.
+async fn clear_location(
+    engine: &Engine,
+    store: &TierStore,
+    location: &StoreLocation,
+    default: bool,
+) -> Result<()> {
+    let text = catalog::location_text(location);
+    let failed = |error: tier::StoreError| plan_error(format!("location {text}: {error}"));
+    let found = store.list("").await.map_err(failed)?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let used = engine
+        .catalog()
+        .tables()
+        .iter()
+        .any(|entry| entry.location == text);
+    if !default || used {
+        return Err(plan_error(format!(
+            "location {text} already holds {} files (e.g. {}): choose an empty location",
+            found.len(),
+            found[0].key
+        )));
+    }
+    for file in found {
+        store.delete(&file.key).await.map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Removes what a CTAS that failed had written (best effort: what stays is removed by the next
+/// CTAS of that name at its default location).
+async fn remove_files(store: &TierStore, keys: &[String]) {
+    for key in keys {
+        if let Err(error) = store.delete(key).await {
+            tracing::warn!(%key, %error, "a file of a failed CREATE TABLE could not be removed");
+        }
+    }
+}
+
 /// The table's name as DataFusion resolves it and as `DROP TABLE` names it (`Sales` is `sales`,
 /// `"Sales"` stays `Sales`, `public.t` is `t`), so that it is kept and forgotten under one name.
 fn table_name(written: &str) -> Result<String> {
@@ -260,6 +320,7 @@ fn table_name(written: &str) -> Result<String> {
     Ok(reference.table().to_string())
 }
 
+/// `tables/<name>` under the cold store (or under the data directory without one).
 fn default_location(engine: &Engine, name: &str) -> StoreLocation {
     let config = &engine.broker.config;
     match config.tiering.as_ref().map(|tiering| &tiering.store) {

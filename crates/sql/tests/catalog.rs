@@ -9,6 +9,13 @@ use broker::topic_config::TopicConfig;
 use broker::{Broker, BrokerConfig};
 
 fn start(dir: &std::path::Path) -> (Arc<Broker>, Arc<sql::Engine>) {
+    start_with_memory(dir, 256 << 20)
+}
+
+fn start_with_memory(
+    dir: &std::path::Path,
+    memory_limit: usize,
+) -> (Arc<Broker>, Arc<sql::Engine>) {
     let mut config = BrokerConfig::for_data_dir(dir.join("data"));
     config.tiering = Some(TieringConfig::new(tier::StoreLocation::Local(
         dir.join("cold"),
@@ -18,7 +25,7 @@ fn start(dir: &std::path::Path) -> (Arc<Broker>, Arc<sql::Engine>) {
         Arc::clone(&broker),
         sql::EngineConfig {
             threads: 2,
-            memory_limit: 256 << 20,
+            memory_limit,
         },
     )
     .unwrap();
@@ -235,6 +242,63 @@ fn create_or_replace_view_keeps_what_it_cannot_replace() {
 
     let (broker, engine) = start(dir.path());
     assert_eq!(rows(&engine, "SELECT n, x FROM small ORDER BY n"), all);
+    broker.shutdown();
+    drop(engine);
+}
+
+/// A dropped table's name can be used again at its default location: what the dropped table
+/// left there is removed first, so the new table reads only its own files. A location holding
+/// files no dropped table of that name left is refused.
+#[test]
+fn a_dropped_tables_name_can_be_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, engine) = start_with_nums(dir.path());
+    let run = |sql: &str| engine.runtime().block_on(engine.query(sql)).map(|_| ());
+    run(r#"INSERT INTO nums (_value) VALUES ('{"n": 1, "x": 0.5}'), ('{"n": 2, "x": 1.5}')"#)
+        .unwrap();
+    run("CREATE TABLE t WITH (format = 'parquet', bucket_count = 2) AS SELECT n, x FROM nums")
+        .unwrap();
+    run("DROP TABLE t").unwrap();
+    run("CREATE TABLE t WITH (format = 'parquet') AS SELECT n, x * 10 AS x FROM nums WHERE n = 2")
+        .unwrap();
+    assert_eq!(rows(&engine, "SELECT n, x FROM t"), [(2, 15.0)]);
+
+    let taken = dir.path().join("taken");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("notes.txt"), "someone's").unwrap();
+    let refused = run(&format!(
+        "CREATE TABLE u WITH (format = 'parquet', location = '{}') AS SELECT n FROM nums",
+        taken.display()
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("already holds 1 files"), "{refused}");
+    assert!(taken.join("notes.txt").exists());
+    broker.shutdown();
+    drop(engine);
+}
+
+/// A CTAS holds its files until it writes them, within the engine's memory limit: too large a
+/// table is refused and nothing is written.
+#[test]
+fn a_ctas_too_large_to_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, engine) = start_with_memory(dir.path(), 4 << 20);
+    let refused = engine
+        .runtime()
+        .block_on(engine.query(
+            "CREATE TABLE big WITH (format = 'parquet') AS \
+             SELECT md5(CAST(value AS VARCHAR)) || md5(CAST(-value AS VARCHAR)) AS h \
+             FROM generate_series(1, 400000)",
+        ))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("Resources exhausted"), "{refused}");
+    assert!(engine.catalog().tables().is_empty());
+    let folder = dir.path().join("cold").join("tables").join("big");
+    let files = std::fs::read_dir(&folder).map_or(0, |entries| entries.count());
+    assert_eq!(files, 0);
     broker.shutdown();
     drop(engine);
 }
