@@ -165,6 +165,11 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     };
     let options = CtasOptions::parse(options)?;
     let name = table_name(&create.name.to_string())?;
+    if create.or_replace {
+        return Err(DataFusionError::NotImplemented(format!(
+            "CREATE OR REPLACE TABLE ... WITH (...) AS: DROP TABLE {name} first, then create it"
+        )));
+    }
     if engine.topics().topic_names().contains(&name) {
         return Err(plan_error(format!(
             "{name} is a topic; choose another table name"
@@ -174,6 +179,10 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
         .context()
         .table_exist(TableReference::bare(name.as_str()))?
     {
+        if create.if_not_exists {
+            // As PostgreSQL: nothing is done, and nothing is written.
+            return summary(0, 0, String::new()).map(Some);
+        }
         return Err(plan_error(format!("table {name} already exists")));
     }
     let location = match &options.location {
@@ -239,7 +248,11 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
             "table {name} was written but could not be recorded in the catalog: {error}"
         )));
     }
-    let shown = entry.location;
+    summary(rows as i64, files, entry.location).map(Some)
+}
+
+/// The one row a CTAS answers: rows and files written, and where.
+fn summary(rows: i64, files: i64, location: String) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("rows", DataType::Int64, false),
         Field::new("files", DataType::Int64, false),
@@ -248,12 +261,12 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![
-            Arc::new(Int64Array::from(vec![rows as i64])),
+            Arc::new(Int64Array::from(vec![rows])),
             Arc::new(Int64Array::from(vec![files])),
-            Arc::new(StringArray::from(vec![shown])),
+            Arc::new(StringArray::from(vec![location])),
         ],
     )?;
-    Ok(Some((schema, vec![batch])))
+    Ok((schema, vec![batch]))
 }
 
 /// Makes sure a new table's files are the only ones at `location` (its listing reads every
