@@ -96,6 +96,20 @@ struct CatalogFile {
 pub struct TableCatalog {
     path: PathBuf,
     tables: Mutex<Vec<TableEntry>>,
+    /// Names a CTAS is making now ([`TableCatalog::claim`]).
+    making: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A name being made by one CTAS, until this drops.
+pub struct Claim<'a> {
+    catalog: &'a TableCatalog,
+    name: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.catalog.making.lock().remove(&self.name);
+    }
 }
 
 impl TableCatalog {
@@ -118,6 +132,16 @@ impl TableCatalog {
         Ok(TableCatalog {
             path,
             tables: Mutex::new(tables),
+            making: Mutex::default(),
+        })
+    }
+
+    /// Claims `name` for one CTAS while it runs; `None` if another CTAS is making it now (two
+    /// would both find the name free, and the second would replace the first).
+    pub fn claim(&self, name: &str) -> Option<Claim<'_>> {
+        self.making.lock().insert(name.to_string()).then(|| Claim {
+            catalog: self,
+            name: name.to_string(),
         })
     }
 
@@ -206,6 +230,18 @@ pub fn register(context: &SessionContext, entry: &TableEntry) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_claimed_by_one_ctas_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = TableCatalog::open(dir.path()).unwrap();
+        let first = catalog.claim("t").unwrap();
+        assert!(catalog.claim("t").is_none());
+        let other = catalog.claim("u").unwrap();
+        drop(first);
+        assert!(catalog.claim("t").is_some());
+        drop(other);
+    }
 
     #[test]
     fn the_catalog_survives_a_reopen_and_types_round_trip() {

@@ -175,6 +175,11 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
             "{name} is a topic; choose another table name"
         )));
     }
+    let Some(_claim) = engine.catalog().claim(&name) else {
+        return Err(plan_error(format!(
+            "table {name} is being made by another CREATE TABLE now"
+        )));
+    };
     if engine
         .context()
         .table_exist(TableReference::bare(name.as_str()))?
