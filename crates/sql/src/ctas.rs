@@ -223,7 +223,7 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
         next = (next + 1) % writers.len();
         let bytes = writers
             .iter()
-            .map(|writer| writer.bytes_written() + writer.in_progress_size())
+            .map(|writer| writer.bytes_written() + writer.memory_size())
             .sum();
         held.try_resize(bytes)?;
     }
@@ -243,7 +243,10 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
     let files = written.len() as i64;
     // Registered, then recorded durably before the answer: the table outlives a restart.
     let entry = TableEntry::new(&name, &location, &table_schema);
-    catalog::register(engine.context(), &entry)?;
+    if let Err(error) = catalog::register(engine.context(), &entry) {
+        remove_files(&store, &written).await;
+        return Err(error);
+    }
     if let Err(error) = engine.catalog().add(entry.clone()) {
         let _ = engine
             .context()
@@ -275,9 +278,10 @@ fn summary(rows: i64, files: i64, location: String) -> Result<(SchemaRef, Vec<Re
 }
 
 /// Makes sure a new table's files are the only ones at `location` (its listing reads every
-/// file there). Files at a table's default location that no table of the catalog uses are
-/// what a dropped table or a failed CTAS of that name left: removed. Files elsewhere are
-/// someone's: the location is refused.
+/// file there). At a table's default location, the `part-NNNNN.parquet` files a dropped table
+/// or a failed CTAS of that name left (no table of the catalog is there) are removed; anything
+/// else anywhere (another file, a folder, a live table's files) refuses the location, and
+/// nothing is removed.
 async fn clear_location(
     engine: &Engine,
     store: &TierStore,
@@ -290,12 +294,11 @@ async fn clear_location(
     if found.is_empty() {
         return Ok(());
     }
-    let used = engine
-        .catalog()
-        .tables()
-        .iter()
-        .any(|entry| entry.location == text);
-    if !default || used {
+    let used = engine.catalog().tables().iter().any(|entry| {
+        StoreLocation::parse(&entry.location).is_ok_and(|other| same_place(&other, location))
+    });
+    let leftovers = default && !used && found.iter().all(|file| is_part_file(&file.key));
+    if !leftovers {
         return Err(plan_error(format!(
             "location {text} already holds {} files (e.g. {}): choose an empty location",
             found.len(),
@@ -306,6 +309,42 @@ async fn clear_location(
         store.delete(&file.key).await.map_err(failed)?;
     }
     Ok(())
+}
+
+/// `part-NNNNN.parquet`, at the top of a table's folder: a name only CTAS writes.
+fn is_part_file(key: &str) -> bool {
+    key.strip_prefix("part-")
+        .and_then(|rest| rest.strip_suffix(".parquet"))
+        .is_some_and(|digits| digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether two locations are one folder, however written (`/a/t/`, `/a/x/../t`, a link).
+fn same_place(a: &StoreLocation, b: &StoreLocation) -> bool {
+    match (a, b) {
+        (StoreLocation::Local(a), StoreLocation::Local(b)) => {
+            let resolved = |path: &std::path::Path| {
+                std::fs::canonicalize(path).unwrap_or_else(|_| path.components().collect())
+            };
+            resolved(a) == resolved(b)
+        }
+        (
+            StoreLocation::S3 { bucket, prefix },
+            StoreLocation::S3 {
+                bucket: other_bucket,
+                prefix: other_prefix,
+            },
+        ) => {
+            let parts = |prefix: &str| -> Vec<String> {
+                prefix
+                    .split('/')
+                    .filter(|part| !part.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            bucket == other_bucket && parts(prefix) == parts(other_prefix)
+        }
+        _ => false,
+    }
 }
 
 /// Removes what a CTAS that failed had written (best effort: what stays is removed by the next
@@ -335,7 +374,19 @@ fn table_name(written: &str) -> Result<String> {
             crate::engine::SCHEMA
         )));
     }
-    Ok(reference.table().to_string())
+    let table = reference.table();
+    // The name is a folder of the default location: nothing that leaves it or nests in it.
+    if table.is_empty()
+        || table == "."
+        || table == ".."
+        || table.contains(['/', '\\'])
+        || table.chars().any(char::is_control)
+    {
+        return Err(plan_error(format!(
+            "{written}: a table's name cannot be empty, `.` or `..`, or hold `/`, `\\` or control characters"
+        )));
+    }
+    Ok(table.to_string())
 }
 
 /// `tables/<name>` under the cold store (or under the data directory without one).

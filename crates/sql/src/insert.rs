@@ -323,30 +323,40 @@ impl Rows {
                     .filter_map(|field| batch.schema().index_of(field.name()).ok())
                     .collect();
                 let projected = batch.project(&fields)?;
-                let lines = if fields.is_empty() {
+                let named = |row: usize| projected.columns().iter().any(|c| c.is_valid(row));
+                if fields.is_empty() {
                     None
                 } else if matches!(format, ValueFormat::Json { .. }) {
+                    // One line per row: the writer escapes newlines inside strings.
                     let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
                     writer.write(&projected)?;
                     writer.finish()?;
-                    Some(writer.into_inner())
-                } else {
-                    let mut writer = arrow::csv::WriterBuilder::new()
-                        .with_header(false)
-                        .build(Vec::new());
-                    writer.write(&projected)?;
-                    Some(writer.into_inner())
-                };
-                lines.map(|text| {
-                    text.split(|byte| *byte == b'\n')
-                        .take(batch.num_rows())
+                    let text = writer.into_inner();
+                    let lines = text.split(|byte| *byte == b'\n').take(batch.num_rows());
+                    let values = lines
                         .enumerate()
-                        .map(|(row, line)| {
-                            let named = projected.columns().iter().any(|c| c.is_valid(row));
-                            named.then(|| line.to_vec())
-                        })
-                        .collect()
-                })
+                        .map(|(row, line)| named(row).then(|| line.to_vec()));
+                    Some(values.collect())
+                } else {
+                    // Row by row: a quoted CSV field may hold a newline.
+                    let mut values = Vec::with_capacity(batch.num_rows());
+                    for row in 0..batch.num_rows() {
+                        if !named(row) {
+                            values.push(None);
+                            continue;
+                        }
+                        let mut writer = arrow::csv::WriterBuilder::new()
+                            .with_header(false)
+                            .build(Vec::new());
+                        writer.write(&projected.slice(row, 1))?;
+                        let mut line = writer.into_inner();
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        values.push(Some(line));
+                    }
+                    Some(values)
+                }
             }
             ValueFormat::Avro { avro, .. } if given == 0 => {
                 let has_fields = avro.columns().fields().iter().any(|field| {

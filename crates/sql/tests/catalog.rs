@@ -302,3 +302,61 @@ fn a_ctas_too_large_to_hold_is_refused() {
     broker.shutdown();
     drop(engine);
 }
+
+/// What CTAS removes at a default location is only what a table of that name left there:
+/// names cannot leave or nest in the tables folder, and a live table's files (its location
+/// written another way), folders or other files refuse the location with nothing removed.
+#[test]
+fn ctas_never_removes_what_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, engine) = start_with_nums(dir.path());
+    let run = |sql: &str| engine.runtime().block_on(engine.query(sql)).map(|_| ());
+    run(r#"INSERT INTO nums (_value) VALUES ('{"n": 1, "x": 0.5}')"#).unwrap();
+    for name in ["\"..\"", "\".\"", "\"a/b\"", "\"a\\b\"", "\"\""] {
+        let refused = run(&format!(
+            "CREATE TABLE {name} WITH (format = 'parquet') AS SELECT n FROM nums"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("a table's name cannot be"),
+            "{name}: {refused}"
+        );
+    }
+    let tables = dir.path().join("cold").join("tables");
+    // A live table whose explicit location is t's default location, written with a slash.
+    run(&format!(
+        "CREATE TABLE x WITH (format = 'parquet', location = '{}/') AS SELECT n, x FROM nums",
+        tables.join("t").display()
+    ))
+    .unwrap();
+    // A folder nested where n's files would go.
+    std::fs::create_dir_all(tables.join("n").join("sub")).unwrap();
+    std::fs::write(
+        tables.join("n").join("sub").join("part-00000.parquet"),
+        "kept",
+    )
+    .unwrap();
+    for name in ["t", "n"] {
+        let refused = run(&format!(
+            "CREATE TABLE {name} WITH (format = 'parquet') AS SELECT n FROM nums"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("choose an empty location"),
+            "{name}: {refused}"
+        );
+    }
+    assert_eq!(rows(&engine, "SELECT n, x FROM x"), [(1, 0.5)]);
+    assert!(
+        tables
+            .join("n")
+            .join("sub")
+            .join("part-00000.parquet")
+            .exists()
+    );
+    assert_eq!(rows(&engine, "SELECT n, x FROM nums"), [(1, 0.5)]);
+    broker.shutdown();
+    drop(engine);
+}
