@@ -639,9 +639,9 @@ impl PartitionLog {
     }
 
     /// From `offset` on, the first run of batches that can hold a record with a timestamp in
-    /// `[low, high)` (`high` = `i64::MAX`: no upper bound): where to start reading (never before `offset`) and the offset where the
-    /// run ends (a batch at or after it need not be read). `None` if no batch at or after
-    /// `offset` can. Exact bounds come from each segment's zones (runs of about 64 KiB of
+    /// `[low, high)` (`high` = `i64::MAX`: no upper bound): where to start reading (never before
+    /// `offset`) and the offset where the run ends (a batch at or after it need not be read).
+    /// `None` if no batch at or after `offset` can. Exact bounds come from each segment's zones (runs of about 64 KiB of
     /// batches with their least and greatest record timestamps); a compressed CreateTime batch
     /// counts as possibly older than anything.
     pub fn next_in_time_range(&self, offset: i64, low: i64, high: i64) -> Option<(i64, i64)> {

@@ -227,36 +227,37 @@ pub async fn try_run(engine: &Engine, sql: &str) -> Result<Option<(SchemaRef, Ve
             .sum();
         held.try_resize(bytes)?;
     }
-    let mut written = Vec::new();
-    for (bucket, writer) in writers.into_iter().enumerate() {
-        let bytes = writer.into_inner()?;
-        let key = format!("part-{bucket:05}.parquet");
-        if let Err(error) = store.put_new(&key, bytes.into()).await {
-            remove_files(&store, &written).await;
-            return Err(DataFusionError::Execution(format!(
-                "writing {key}: {error}"
-            )));
-        }
-        written.push(key);
-    }
-    drop(held);
-    let files = written.len() as i64;
-    // Registered, then recorded durably before the answer: the table outlives a restart.
+    // Written, registered, then recorded durably before the answer: the table outlives a
+    // restart. If any step fails, the files written so far are removed.
     let entry = TableEntry::new(&name, &location, &table_schema);
-    if let Err(error) = catalog::register(engine.context(), &entry) {
+    let mut written = Vec::new();
+    let made = async {
+        for (bucket, writer) in writers.into_iter().enumerate() {
+            let bytes = writer.into_inner()?;
+            let key = format!("part-{bucket:05}.parquet");
+            store
+                .put_new(&key, bytes.into())
+                .await
+                .map_err(|error| DataFusionError::Execution(format!("writing {key}: {error}")))?;
+            written.push(key);
+        }
+        catalog::register(engine.context(), &entry)?;
+        engine.catalog().add(entry.clone()).map_err(|error| {
+            let _ = engine
+                .context()
+                .deregister_table(TableReference::bare(name.as_str()));
+            DataFusionError::Execution(format!(
+                "table {name} was written but could not be recorded in the catalog: {error}"
+            ))
+        })
+    }
+    .await;
+    drop(held);
+    if let Err(error) = made {
         remove_files(&store, &written).await;
         return Err(error);
     }
-    if let Err(error) = engine.catalog().add(entry.clone()) {
-        let _ = engine
-            .context()
-            .deregister_table(TableReference::bare(name.as_str()));
-        remove_files(&store, &written).await;
-        return Err(DataFusionError::Execution(format!(
-            "table {name} was written but could not be recorded in the catalog: {error}"
-        )));
-    }
-    summary(rows as i64, files, entry.location).map(Some)
+    summary(rows as i64, written.len() as i64, entry.location).map(Some)
 }
 
 /// The one row a CTAS answers: rows and files written, and where.

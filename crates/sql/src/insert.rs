@@ -140,15 +140,20 @@ impl DataSink for TopicSink {
             for row in 0..batch.num_rows() {
                 let key = rows.key(row);
                 let partition = match rows.partition(row) {
-                    None | Some(-1) => None,
+                    None | Some(-1) => match key {
+                        Some(key) => {
+                            records::partition_for_key(key, partitions.len() as i32) as usize
+                        }
+                        None => {
+                            next = next.wrapping_add(1);
+                            next % partitions.len()
+                        }
+                    },
                     Some(index) if index < 0 => {
                         return Err(DataFusionError::Execution(format!(
                             "_partition {index} does not exist (NULL or -1 lets the key choose)"
                         )));
                     }
-                    Some(index) => Some(index),
-                };
-                let partition = match partition {
                     Some(index) => {
                         let index = index as usize;
                         if index >= partitions.len() {
@@ -160,15 +165,6 @@ impl DataSink for TopicSink {
                         }
                         index
                     }
-                    None => match key {
-                        Some(key) => {
-                            records::partition_for_key(key, partitions.len() as i32) as usize
-                        }
-                        None => {
-                            next = next.wrapping_add(1);
-                            next % partitions.len()
-                        }
-                    },
                 };
                 let timestamp = match rows.timestamp(row) {
                     None | Some(-1) => now,
@@ -183,7 +179,7 @@ impl DataSink for TopicSink {
                 let value = rows.value(row);
                 let headers = rows.headers(row);
                 let size = RECORD_OVERHEAD
-                    + value.as_ref().map_or(0, Vec::len)
+                    + value.map_or(0, <[u8]>::len)
                     + key.map_or(0, <[u8]>::len)
                     + headers
                         .iter()
@@ -205,8 +201,7 @@ impl DataSink for TopicSink {
                     .builder
                     .take()
                     .unwrap_or_else(|| records::BatchBuilder::new(0));
-                slot.builder =
-                    Some(builder.record_with_headers(key, value.as_deref(), timestamp, &headers));
+                slot.builder = Some(builder.record_with_headers(key, value, timestamp, &headers));
                 slot.count += 1;
                 total += 1;
                 slot.bytes += size;
@@ -420,11 +415,8 @@ impl Rows {
     }
 
     /// `_value`, else the value encoded from the value columns; `None`: a tombstone.
-    fn value(&self, row: usize) -> Option<Vec<u8>> {
-        if let Some(value) = binary_at(self.value.as_ref(), row) {
-            return Some(value.to_vec());
-        }
-        self.encoded.as_ref()?.get(row).cloned().flatten()
+    fn value(&self, row: usize) -> Option<&[u8]> {
+        binary_at(self.value.as_ref(), row).or_else(|| self.encoded.as_ref()?.get(row)?.as_deref())
     }
 
     fn partition(&self, row: usize) -> Option<i32> {

@@ -99,7 +99,7 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        refuse_before_planning(query, &self.engine).await?;
+        refuse_too_complex(query, &self.engine)?;
         let cancelled = self.cancelled();
         let responses = tokio::select! {
             biased;
@@ -205,7 +205,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        refuse_before_planning(sql, &self.engine).await?;
+        refuse_too_complex(sql, &self.engine)?;
         self.inner
             .parse_sql(client, sql, types)
             .await
@@ -231,11 +231,12 @@ impl QueryParser for Parser {
 /// 54001 for a statement that may nest too deeply or read too many tables to plan
 /// (`Engine::check_text`), before `datafusion-postgres` parses it. Each statement it parses is
 /// checked again as it runs (`hooks::Guard`).
-async fn refuse_before_planning(sql: &str, weak: &Weak<Engine>) -> PgWireResult<()> {
-    let engine = weak.upgrade().ok_or_else(super::stopping)?;
+fn refuse_too_complex(sql: &str, engine: &Weak<Engine>) -> PgWireResult<()> {
     engine
+        .upgrade()
+        .ok_or_else(super::stopping)?
         .check_text(sql)
-        .map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), weak))
+        .map_err(|error| to_pg(PgWireError::ApiError(Box::new(error)), Some(sql), engine))
 }
 
 /// An error of DataFusion or of the SQL parser as PostgreSQL would report it for `sql`.
